@@ -1,0 +1,65 @@
+"""Test set-up shared by every suite.
+
+ROS safety: DDS must never leave this machine. This file refuses to let rclpy be
+imported (in this process) unless ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` is set,
+points Fast DDS at the loopback profile in ``config/``, and gives subprocesses the
+same environment through :func:`ros_env`. Each ROS test module picks its own
+``ROS_DOMAIN_ID`` (see :func:`ros_env`) so modules can run side by side.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+EVENT_BAGS = SHARED / "data" / "event_bags"
+FASTDDS_PROFILE = ROOT / "config" / "fastdds_localhost.xml"
+REQUIRED_RANGE = "LOCALHOST"
+
+
+class _RclpyGuard(importlib.abc.MetaPathFinder):
+    """Refuses ``import rclpy`` while DDS discovery is not limited to localhost."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        range_ok = os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") == REQUIRED_RANGE
+        if fullname == "rclpy" and not range_ok:
+            raise ImportError(
+                "refusing to import rclpy: set ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST "
+                "(run the tests with `make test`); without it DDS multicasts off this machine"
+            )
+
+
+sys.meta_path.insert(0, _RclpyGuard())
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
+
+
+def ros_env(domain_id: int) -> dict[str, str]:
+    """Environment for a ROS subprocess: loopback-only DDS on ``domain_id``.
+
+    Domain ids by suite, so suites never see each other's traffic: foundation 10-19,
+    node 40-59, replay/eval/demo 60-79, training 80-89.
+    """
+    if os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE") != REQUIRED_RANGE:
+        pytest.fail("ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST is required for ROS tests")
+    env = dict(os.environ)
+    env.update(
+        ROS_AUTOMATIC_DISCOVERY_RANGE=REQUIRED_RANGE,
+        ROS_DOMAIN_ID=str(domain_id),
+        FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def event_bags() -> Path:
+    """The real recordings in ../shared; skips (saying why) where they are absent."""
+    if not EVENT_BAGS.is_dir():
+        pytest.skip(f"real event recordings not found at {EVENT_BAGS} (only in the project's CI)")
+    return EVENT_BAGS
