@@ -1,0 +1,118 @@
+"""ClipDataset: shapes, the shared sync/voxel path, the disk cache, bad bags."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from training_bags import write_rainy_bag
+
+from derain_ros.conventions import GT_CLEAN_TOPIC
+from derain_ros.errors import BagError, ConfigError
+from derain_ros.events.voxel import voxel_grid
+from derain_ros.sync import windows_from_bag
+from derain_training import data as data_mod
+from derain_training.config import DataConfig
+from derain_training.data import ClipDataset
+
+
+@pytest.fixture(scope="module")
+def bags(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bags")
+    return {
+        "a": write_rainy_bag(d / "a.mcap", frames=6, seed=1),
+        "b": write_rainy_bag(d / "b.mcap", frames=5, seed=2),
+        "no_events": write_rainy_bag(d / "no_events.mcap", with_events=False),
+        "no_frames": write_rainy_bag(d / "no_frames.mcap", with_frames=False),
+        "mismatch": write_rainy_bag(d / "mismatch.mcap", event_size=(64, 48)),
+    }
+
+
+def _cfg(tmp_path, **kw) -> DataConfig:
+    return DataConfig(cache_dir=str(tmp_path / "cache"), crop=kw.pop("crop", 32), **kw)
+
+
+def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_path) -> None:
+    ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path), bins=10, use_events=True,
+                     require_truth=True, progress=False)
+    assert len(ds) == (6 - 2) + (5 - 2)
+    s = ds[0]
+    assert s["frames"].shape == (3, 3, 32, 32) and s["frames"].dtype == torch.float32
+    assert s["events"].shape == (2, 10, 32, 32)
+    assert s["clean"].shape == s["rain"].shape == (3, 32, 32)
+    # Full clip 1 of bag a equals the node's path: windows_from_bag + voxel_grid.
+    windows = list(windows_from_bag(bags["a"]))
+    clip = ds.full_clip(1)
+    for j in range(3):
+        img = windows[1 + j].image.to_network().transpose(2, 0, 1)
+        np.testing.assert_allclose(clip["frames"][0, j].numpy(), img, atol=1e-3)
+    for j in range(2):
+        w = windows[2 + j]
+        want = voxel_grid(w.events, w.t0_ns, w.t_ns, 10).numpy()
+        np.testing.assert_allclose(clip["events"][0, j].numpy(), want, atol=2e-3, rtol=1e-3)
+    clean = windows[2].extras[GT_CLEAN_TOPIC].to_network().transpose(2, 0, 1)
+    np.testing.assert_allclose(clip["clean"][0].numpy(), clean, atol=1e-3)
+    assert clip["events"].abs().sum() > 0
+
+
+def test_second_pass_hits_the_cache_without_decoding(bags, tmp_path, monkeypatch) -> None:
+    cfg = _cfg(tmp_path)
+    first = ClipDataset([bags["a"]], cfg, bins=10, use_events=True, progress=False)
+    assert first.decoded == 1
+
+    def no_decode(*args, **kwargs):
+        raise AssertionError("the bag was decoded again")
+
+    monkeypatch.setattr(data_mod._sync, "windows_from_bag", no_decode)
+    second = ClipDataset([bags["a"]], cfg, bins=10, use_events=True, progress=False)
+    assert second.decoded == 0 and all(b.from_cache for b in second.bags)
+    for key in ("frames", "events"):
+        assert torch.equal(first[2][key], second[2][key])
+    # Other voxel settings are another cache entry (so they decode).
+    with pytest.raises(AssertionError, match="decoded again"):
+        ClipDataset([bags["a"]], cfg, bins=5, use_events=True, progress=False)
+
+
+def test_augmentation_is_seeded_by_epoch_and_index(bags, tmp_path) -> None:
+    ds = ClipDataset([bags["a"]], _cfg(tmp_path, hflip=True, vflip=True), bins=4,
+                     use_events=True, progress=False)
+    a = ds[1]["frames"]
+    assert torch.equal(a, ds[1]["frames"])
+    ds.set_epoch(1)
+    others = [ds[1]["frames"]]
+    ds.set_epoch(2)
+    others.append(ds[1]["frames"])
+    assert any(not torch.equal(a, o) for o in others)
+
+
+def test_bag_without_events_is_refused_by_event_models(bags, tmp_path) -> None:
+    with pytest.raises(BagError, match=r"no events.*_frames"):
+        ClipDataset([bags["no_events"]], _cfg(tmp_path), bins=4, use_events=True,
+                    progress=False)
+    ds = ClipDataset([bags["no_events"]], _cfg(tmp_path), bins=4, use_events=False,
+                     progress=False)
+    assert "events" not in ds[0]
+
+
+def test_bag_without_frames_and_mismatched_sizes_are_clear_errors(bags, tmp_path) -> None:
+    with pytest.raises(BagError, match="no frames"):
+        ClipDataset([bags["no_frames"]], _cfg(tmp_path), bins=4, use_events=True,
+                    progress=False)
+    with pytest.raises(BagError, match=r"64x48 px but frames are 48x40.*mismatched"):
+        ClipDataset([bags["mismatch"]], _cfg(tmp_path), bins=4, use_events=True,
+                    progress=False)
+    with pytest.raises(BagError, match="smaller than the 64 px crop"):
+        ClipDataset([bags["a"]], _cfg(tmp_path, crop=64), bins=4, use_events=True,
+                    progress=False)
+    with pytest.raises(BagError, match="not found"):
+        ClipDataset([tmp_path / "missing.mcap"], _cfg(tmp_path), bins=4, use_events=True,
+                    progress=False)
+
+
+def test_unpaired_clean_frames_come_from_other_bags(bags, tmp_path) -> None:
+    ds = ClipDataset([bags["a"]], _cfg(tmp_path), bins=4, use_events=True,
+                     clean_bags=[bags["b"]], progress=False)
+    assert ds[0]["unpaired"].shape == (3, 32, 32)
+    with pytest.raises(ConfigError, match="other recordings"):
+        ClipDataset([bags["a"]], _cfg(tmp_path), bins=4, use_events=True,
+                    clean_bags=[bags["a"]], progress=False)

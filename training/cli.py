@@ -1,0 +1,121 @@
+"""``derain-train``: train from rosbags, or export a trained network to ONNX.
+
+::
+
+    derain-train --config config/train.yaml --bags A.mcap B.mcap \\
+        [--mode supervised|unsupervised|online] [--model derain_tiny] [--out runs/NAME] \\
+        [--resume] [--init CKPT] [--steps N] [--export-to derain_ros/model/weights/derain_tiny]
+    derain-train export --checkpoint X [--onnx out.onnx] [--height 260 --width 346]
+
+Multi-GPU / multi-node: start the same command under torchrun
+(``torchrun --nproc_per_node 2 -m derain_training.cli ...``): each rank reads
+``RANK``/``WORLD_SIZE`` from the environment; rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from derain_ros.errors import DerainError
+
+__all__ = ["build_export_parser", "build_train_parser", "main", "run_export", "run_train"]
+
+
+def build_train_parser() -> argparse.ArgumentParser:
+    """Arguments of a training run."""
+    p = argparse.ArgumentParser(prog="derain-train", description=__doc__.splitlines()[0])
+    p.add_argument("--config", type=Path, default=None,
+                   help="training YAML (default: every built-in default; see config/train.yaml)")
+    p.add_argument("--bags", nargs="+", required=True, type=Path, help="training bags")
+    p.add_argument("--mode", choices=("supervised", "unsupervised", "online"), default=None,
+                   help="overrides the config's mode")
+    p.add_argument("--model", default=None, help="registered model name (overrides the config)")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from these weights (a derain_ros.model checkpoint)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (overrides config)")
+    p.add_argument("--batch-size", type=int, default=None, help="per-rank batch (overrides)")
+    p.add_argument("--val-bags", nargs="*", type=Path, default=None,
+                   help="validation bags with ground truth (overrides the config)")
+    p.add_argument("--clean-bags", nargs="*", type=Path, default=None,
+                   help="unpaired clean recordings for the GAN prior (overrides the config)")
+    p.add_argument("--export-to", type=Path, default=None,
+                   help="also write the final network here (e.g. derain_ros/model/weights/NAME)")
+    p.add_argument("--seed", type=int, default=None, help="overrides run.seed")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def build_export_parser() -> argparse.ArgumentParser:
+    """Arguments of ``derain-train export``."""
+    p = argparse.ArgumentParser(prog="derain-train export",
+                                description="export a trained network to ONNX")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="a derain_ros.model checkpoint (NAME.safetensors + NAME.json)")
+    p.add_argument("--onnx", type=Path, default=None,
+                   help="output .onnx (default: beside the checkpoint)")
+    p.add_argument("--height", type=int, default=260, help="input height (px)")
+    p.add_argument("--width", type=int, default=346, help="input width (px)")
+    return p
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run one training job from parsed arguments."""
+    from derain_training.config import load_config
+    from derain_training.trainer import Trainer
+
+    overrides = {
+        "mode": args.mode,
+        "model.name": args.model,
+        "run.steps": args.steps,
+        "run.seed": args.seed,
+        "data.batch_size": args.batch_size,
+        "data.val_bags": None if args.val_bags is None else [str(b) for b in args.val_bags],
+        "data.clean_bags": None if args.clean_bags is None else [str(b) for b in args.clean_bags],
+    }
+    cfg = load_config(args.config, **overrides)
+    trainer = Trainer(cfg, args.bags, args.out, init=args.init, resume=args.resume,
+                      export_to=args.export_to, progress=not args.no_progress)
+    result = trainer.fit()
+    if trainer.dist.main:
+        losses = ", ".join(f"{k} {v:.4g}" for k, v in sorted(result.losses.items()))
+        print(f"done: {result.step} steps in {result.seconds:.0f} s; {losses}")
+        if result.val:
+            print("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in result.val.items()))
+        print(f"network: {result.export}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export a checkpoint to ONNX through ``derain_ros.model.export_onnx``."""
+    from derain_ros.model import export_onnx, load_checkpoint
+
+    model = load_checkpoint(args.checkpoint)
+    onnx_path = args.onnx or Path(args.checkpoint).with_suffix(".onnx")
+    export_onnx(model, onnx_path, args.height, args.width)
+    print(f"wrote {onnx_path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``derain-train``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if argv and argv[0] == "export":
+            return run_export(build_export_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "train":
+            argv = argv[1:]
+        return run_train(build_train_parser().parse_args(argv))
+    except DerainError as err:
+        print(f"derain-train: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
