@@ -11,7 +11,7 @@ export PYTHONUNBUFFERED := 1
 VENV := $(CURDIR)/.venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench quality train-default clean
 
 setup:
 	@bash tools/setup.sh
@@ -27,9 +27,18 @@ test: setup lint
 lint: setup
 	@$(VENV)/bin/ruff check .
 
-## Every benchmark in bench/, one after the other.
+## The speed benchmarks in bench/, one after the other (minutes).
+BENCHES := interfaces events synth model_speed node
 bench: setup
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py || exit 1; done
+
+## The quality table (long: trains nothing, evaluates the shipped and recipe weights).
+quality: setup
+	@$(PY) bench/quality.py
+
+## Re-train the shipped default weights (long: about half an hour on 2 CPU cores).
+train-default: setup
+	@$(PY) bench/train_default.py
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache
