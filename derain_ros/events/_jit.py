@@ -1,0 +1,46 @@
+"""numba's ``njit`` with an on-disk cache where possible, and a plain-Python fallback.
+
+Why: the decoders and the voxel kernel are per-event loops (the evt3 and libcaer_cmp
+formats are state machines that numpy cannot vectorise). numba compiles them once;
+``cache=True`` keeps the machine code on disk so a node's first message does not wait for
+the compiler. numba is an optional dependency (extra ``fast``): without it the same
+functions run as plain Python, correct but about 100x slower, and a warning says so.
+When numba's cache directory is not writable, the kernels compile without a cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+__all__ = ["HAVE_NUMBA", "njit"]
+
+_log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+try:
+    import numba as _numba
+except ImportError:  # pragma: no cover - exercised only where numba is absent
+    _numba = None
+
+HAVE_NUMBA = _numba is not None
+_warned = False
+
+
+def njit(func: F) -> F:
+    """Compile ``func`` with ``numba.njit(cache=True)``; see the module docstring."""
+    global _warned  # noqa: PLW0603 - one warning per process
+    if _numba is None:  # pragma: no cover
+        if not _warned:
+            warnings.warn("numba is not installed: event kernels run as slow plain Python "
+                          "(install the 'fast' extra)", RuntimeWarning, stacklevel=2)
+            _warned = True
+        return func
+    try:
+        return _numba.njit(cache=True, nogil=True)(func)
+    except RuntimeError as err:  # no writable cache locator for this file
+        _log.info("numba cache unavailable for %s (%s): compiling without a cache",
+                  func.__qualname__, err)
+        return _numba.njit(cache=False, nogil=True)(func)

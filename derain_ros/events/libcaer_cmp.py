@@ -1,0 +1,126 @@
+"""Compressed libcaer (``libcaer_cmp``, the default of ``libcaer_driver``): decoder.
+
+Format, as ``libcaer_driver`` writes it and the ros-event-camera decoder reads it:
+little-endian 16-bit tokens, the top 4 bits a code, the low 12 bits its payload:
+
+==== ============ ===========================================================
+code name         payload
+==== ============ ===========================================================
+0    TIME_HIGH    bits 12-23 of the µs offset from ``time_base``
+1    TIME_LOW     bits 0-11 of the µs offset
+2    ADDR_X       x (bits 0-10): sets the current column
+3    ADDR_Y       y (bits 0-10), polarity (bit 11): one event at (column, y)
+4    VECT_BASE_Y  y (bits 0-10), polarity (bit 11): base of the next vector
+5    VECT_8       8 valid bits: events at (column, base+0..7), then base += 8
+6-15              not defined (a 12-bit vector is reserved): skipped and counted
+==== ============ ===========================================================
+
+Time: ``t = time_base + ((high << 12) | low) * 1000`` ns. The offset restarts at 0 with
+every packet (``time_base`` is the packet's first sensor time), so no wrap is carried;
+the current column, vector base and vector polarity do carry over between packets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from derain_ros.events._jit import njit
+from derain_ros.events.base import Decoder, register_decoder
+
+__all__ = ["LibcaerCmpDecoder"]
+
+_S_X, _S_BASE_Y, _S_POL = range(3)
+
+
+@njit
+def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
+    n = words.shape[0]
+    cap = t.shape[0]
+    ex = state[_S_X]
+    base_y = state[_S_BASE_Y]
+    pol = state[_S_POL]
+    high = np.int64(0)
+    low = np.int64(0)
+    now = time_base
+    k = 0
+    oob = 0
+    unknown = 0
+    back = 0
+    last = counts[7]
+    counts[:7] = 0
+    for i in range(n):
+        w = np.int64(words[i])
+        c = w >> 12
+        v = w & 0xFFF
+        if c == 3:
+            ey = v & 0x7FF
+            if ex < width and ey < height:
+                t[k] = now
+                x[k] = ex
+                y[k] = ey
+                p[k] = v >> 11
+                k += 1
+                if now < last:
+                    back += 1
+                last = now
+            else:
+                oob += 1
+        elif c == 2:
+            ex = v & 0x7FF
+        elif c == 1:
+            low = v
+            now = time_base + (high | low) * 1000
+        elif c == 0:
+            high = v << 12
+            now = time_base + (high | low) * 1000
+        elif c == 4:
+            base_y = v & 0x7FF
+            pol = v >> 11
+        elif c == 5:
+            if k + 8 > cap:
+                counts[6] = 1  # needs room for vectors: the caller retries
+                return
+
+            for b in range(8):
+                if (v >> b) & 1:
+                    ey = (base_y + b) & 0xFFFF
+                    if ex < width and ey < height:
+                        t[k] = now
+                        x[k] = ex
+                        y[k] = ey
+                        p[k] = pol
+                        k += 1
+                        if now < last:
+                            back += 1
+                        last = now
+                    else:
+                        oob += 1
+            base_y = (base_y + 8) & 0xFFFF
+        else:
+            unknown += 1
+    state[_S_X] = ex
+    state[_S_BASE_Y] = base_y
+    state[_S_POL] = pol
+    counts[0] = k
+    counts[2] = oob
+    counts[4] = unknown
+    counts[5] = back
+    counts[7] = last
+
+
+@register_decoder
+class LibcaerCmpDecoder(Decoder):
+    """Decoder of ``libcaer_cmp`` payloads (absolute sensor time from ``time_base``)."""
+
+    encoding = "libcaer_cmp"
+    word_dtype = "<u2"
+
+    def _reset_state(self) -> None:
+        self._state = np.zeros(3, np.int64)
+
+    def _capacity(self, n_words: int, *, vectors: bool) -> int:
+        return 8 * n_words + 1 if vectors else n_words + 1
+
+    def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray) -> None:
+        _cmp_kernel(words, self._state, np.int64(time_base), self.width, self.height,
+                    self._t, self._x, self._y, self._p, counts)
