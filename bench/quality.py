@@ -72,7 +72,7 @@ def clips(bag: Path, use_events: bool, first: int = 0):
 
 def score(bag: Path, how, use_events: bool = True, first: int = 0) -> dict[str, float]:
     """Mean PSNR/SSIM of ``how(clip) -> [1, C, H, W]`` against the clean centre frame."""
-    from derain_training.metrics import psnr, ssim
+    from derain_ros.eval.metrics import psnr, ssim
 
     p, s = [], []
     with torch.no_grad():

@@ -54,7 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise
     parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text)
     module.add_arguments(parser)
+    # Everything from --ros-args on belongs to rclpy (remappings, -p name:=value), as
+    # with `ros2 run`; argparse must not see it.
+    ros_tail: list[str] = []
+    if "--ros-args" in rest:
+        cut = rest.index("--ros-args")
+        rest, ros_tail = rest[:cut], rest[cut:]
     args = parser.parse_args(rest)
+    args.ros_args = [*(getattr(args, "ros_args", None) or []), *ros_tail]
     try:
         return int(module.run(args) or 0)
     except DerainError as err:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from derain_ros.eval.metrics import psnr, ssim
 from derain_training.losses import (
     CONTRAST_TERMS,
     NonLocalContrast,
@@ -20,7 +21,6 @@ from derain_training.losses import (
     reconstruction_loss,
     ssim_loss,
 )
-from derain_training.metrics import psnr, ssim
 
 
 def test_ssim_and_psnr_match_scikit_image() -> None:

@@ -6,8 +6,9 @@ through the same decode/sync/voxel code as the node (``derain_ros``).
 
 Public API (imported on first use, so ``import derain_training`` stays light):
 ``TrainConfig``, ``load_config`` (config), ``ClipDataset`` (data), ``Trainer``,
-``TrainResult`` (trainer), ``Objective`` (objective), ``psnr``, ``ssim`` (metrics),
-and the errors ``TrainConfigError``, ``DatasetError``, ``NonFiniteLossError``.
+``TrainResult`` (trainer), ``Objective`` (objective), and the errors
+``TrainConfigError``, ``DatasetError``, ``NonFiniteLossError``.
+PSNR/SSIM come from the project's one metrics module, ``derain_ros.eval.metrics``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from typing import Any
 _EXPORTS = {
     "TrainConfig": "config", "load_config": "config", "ClipDataset": "data",
     "Trainer": "trainer", "TrainResult": "trainer", "Objective": "objective",
-    "psnr": "metrics", "ssim": "metrics", "TrainConfigError": "errors",
+    "TrainConfigError": "errors",
     "DatasetError": "errors", "NonFiniteLossError": "errors", "TrainingError": "errors",
 }
 
 __all__ = [
     "ClipDataset", "DatasetError", "NonFiniteLossError", "Objective", "TrainConfig",
-    "TrainConfigError", "TrainResult", "Trainer", "TrainingError", "load_config", "psnr", "ssim",
+    "TrainConfigError", "TrainResult", "Trainer", "TrainingError", "load_config",
 ]
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain_training.metrics import ssim
+from derain_ros.eval.metrics import ssim
 
 __all__ = [
     "CONTRAST_TERMS",
@@ -47,7 +47,7 @@ def charbonnier(x: Tensor, y: Tensor, eps: float = 1e-3) -> Tensor:
 
 
 def ssim_loss(x: Tensor, y: Tensor) -> Tensor:
-    """``1 - SSIM(x, y)`` for images in [0, 1] (see :func:`derain_training.metrics.ssim`)."""
+    """``1 - SSIM(x, y)`` for images in [0, 1] (see :func:`derain_ros.eval.metrics.ssim`)."""
     return 1.0 - ssim(x, y)
 
 

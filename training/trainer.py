@@ -36,13 +36,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from derain_ros.eval.metrics import psnr, ssim
 from derain_ros.model import create_model, load_weights, save_checkpoint
 from derain_ros.model.derain_net import DerainNet
 from derain_training.config import TrainConfig
 from derain_training.data import ClipDataset
 from derain_training.errors import NonFiniteLossError, TrainConfigError, TrainingError
 from derain_training.losses import PatchDiscriminator, hinge_d_loss
-from derain_training.metrics import psnr, ssim
 from derain_training.objective import Objective
 from derain_training.state import (
     find_latest,
