@@ -130,7 +130,7 @@ def run(args: argparse.Namespace) -> int:
     _step(1, f"synthesising {args.seconds:g} s of {args.rain} rain with events from "
              f"{args.source} (346x260, DAVIS346-like) -> {rainy_bag}")
     summary = synthesize(SynthConfig(source=args.source, sensor="davis346",
-                                     duration_s=args.seconds, rain=args.rain, seed=0),
+                                     duration_s=args.seconds, rain=args.rain, seed=0, loop=True),
                          rainy_bag, overwrite=True, progress=True)
     print(summary.format(), flush=True)
 

@@ -1,0 +1,325 @@
+"""An ESIM-style event simulator: log intensity, per-pixel thresholds, refractory, noise.
+
+Why hand-written: no usable simulator installs here (v2e and esim are not on PyPI;
+evlib's stamps every event of a frame with the frame's time, which destroys exactly
+the sub-frame timing rain events carry). The pixel model is the usual DVS one:
+
+- Each pixel keeps a reference log intensity ``L_ref``. The sensor sees
+  ``L = log(I + eps)`` of linear irradiance ``I`` (image white = 1).
+- ``L`` is known at sub-step times ``t_0 < t_1 < ... < t_K``; between two of them it
+  is linear in time. When ``L - L_ref`` reaches ``+C_on`` an ON event fires at the
+  interpolated crossing time and ``L_ref`` moves by ``C_on`` (OFF likewise with
+  ``-C_off``). ``C_on`` and ``C_off`` are drawn per pixel from ``N(C, sigma)``
+  (clipped to at least ``C / 4``): the fixed-pattern mismatch of a real array.
+- Refractory period: after an event a pixel is blind for ``refractory_s``; a change
+  that builds up meanwhile fires as soon as the pixel is released and the reference
+  resets to the level at that moment (as a pixel's reset does), so a fast rain drop
+  gives fewer events than its contrast alone would.
+- Noise (optional): shot noise (random ON/OFF events, ``shot_noise_hz`` per pixel)
+  and leak events (ON, ``leak_hz`` per pixel), independent of the signal.
+- Labels: each pixel remembers how much of its reference level was rain; an event is
+  ``LABEL_RAIN`` when the rain's share of the log intensity changed by more than
+  ``C / 4`` since the pixel's previous event (rain made a real part of the change:
+  a drop arriving, leaving, or the last bit of a change a drop left behind),
+  ``LABEL_NOISE`` for noise events and ``LABEL_BACKGROUND`` otherwise.
+
+Times inside the simulator are float64 nanoseconds; events leave it on whole
+microseconds (the resolution of the DAVIS/Prophesee clocks and of the encodings), as
+int64 ns.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+from derain_ros.records import EventBatch
+from derain_ros.sim.errors import SimConfigError
+
+__all__ = [
+    "LABEL_BACKGROUND",
+    "LABEL_NOISE",
+    "LABEL_RAIN",
+    "EsimConfig",
+    "EventSimulator",
+]
+
+LABEL_BACKGROUND = 0
+LABEL_RAIN = 1
+LABEL_NOISE = 2
+
+
+@dataclass(frozen=True, slots=True)
+class EsimConfig:
+    """Pixel model: thresholds (log units), refractory (s), noise rates (Hz per pixel)."""
+
+    threshold: float = 0.2
+    threshold_sigma: float = 0.03
+    refractory_s: float = 1e-4
+    shot_noise_hz: float = 0.0
+    leak_hz: float = 0.0
+    log_eps: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not (0 < self.threshold < 5 and math.isfinite(self.threshold)):
+            raise SimConfigError(f"event threshold C must be in (0, 5), got {self.threshold}")
+        if not (0 <= self.threshold_sigma < self.threshold):
+            raise SimConfigError(
+                f"threshold sigma must be in [0, C), got {self.threshold_sigma}")
+        if not (0 <= self.refractory_s < 0.1):
+            raise SimConfigError(f"refractory must be in [0, 0.1) s, got {self.refractory_s}")
+        if self.shot_noise_hz < 0 or self.leak_hz < 0:
+            raise SimConfigError("noise rates must be >= 0")
+        if not (0 < self.log_eps < 1):
+            raise SimConfigError(f"log_eps must be in (0, 1), got {self.log_eps}")
+
+
+@njit(cache=True, nogil=True)
+def _simulate(logs: np.ndarray, rain: np.ndarray, times: np.ndarray, l_ref: np.ndarray,
+              t_last: np.ndarray, r_ref: np.ndarray, c_on: np.ndarray, c_off: np.ndarray,
+              refractory: float,
+              label_thr: float, pixels: np.ndarray, start: int, out_t: np.ndarray,
+              out_x: np.ndarray, out_y: np.ndarray, out_p: np.ndarray,
+              out_l: np.ndarray) -> tuple[int, int]:
+    """Events of the pixels ``pixels[start:]`` (flat indices, raster order) over the
+    sub-steps in ``logs`` (K+1 x H x W).
+
+    ``logs[0]`` is the level at ``times[0]`` (already seen). Returns (number of events
+    written, next entry of ``pixels`` to do); it stops early, before a pixel whose
+    worst case would not fit the output buffers, so the caller can grow them and go on.
+    Hand-written (numba): the per-pixel crossing loop with refractory state has no
+    vectorised form in numpy.
+    """
+    kp1, _h, w = logs.shape
+    cap = out_t.shape[0]
+    n = 0
+    for ip in range(start, pixels.shape[0]):
+        pix = pixels[ip]
+        y = pix // w
+        x = pix - y * w
+        con = c_on[y, x]
+        coff = c_off[y, x]
+        # Worst case for this pixel: every threshold crossing plus one delayed fire per step.
+        travel = 0.0
+        for k in range(1, kp1):
+            travel += abs(logs[k, y, x] - logs[k - 1, y, x])
+        if n + int(travel / min(con, coff)) + 2 * kp1 > cap:
+            return n, ip
+        ref = l_ref[y, x]
+        last = t_last[y, x]
+        rref = r_ref[y, x]
+        for k in range(1, kp1):
+            la = logs[k - 1, y, x]
+            lb = logs[k, y, x]
+            # Fast path: the segment is linear, so no event unless an end is past a threshold.
+            if max(la, lb) - ref < con and ref - min(la, lb) < coff:
+                continue
+            ta = times[k - 1]
+            tb = times[k]
+            ra = rain[k - 1, y, x]
+            rb = rain[k, y, x]
+            t = ta
+            while True:
+                free = last + refractory
+                t = max(t, free)
+                if t >= tb:
+                    break
+                lt = la + (lb - la) * (t - ta) / (tb - ta)
+                if lt - ref >= con:          # built up during the refractory period
+                    fire_t = t
+                    pol = 1
+                    ref = lt
+                elif ref - lt >= coff:
+                    fire_t = t
+                    pol = 0
+                    ref = lt
+                elif lb - lt > 0 and lb - ref >= con:
+                    target = ref + con
+                    fire_t = t + (target - lt) / (lb - lt) * (tb - t)
+                    pol = 1
+                    ref = target
+                elif lt - lb > 0 and ref - lb >= coff:
+                    target = ref - coff
+                    fire_t = t + (lt - target) / (lt - lb) * (tb - t)
+                    pol = 0
+                    ref = target
+                else:
+                    break
+                out_t[n] = fire_t
+                out_x[n] = x
+                out_y[n] = y
+                out_p[n] = pol
+                # Rain's part of the change since the reference was set decides the label.
+                share = ra + (rb - ra) * (fire_t - ta) / (tb - ta)
+                out_l[n] = 1 if abs(share - rref) > label_thr else 0
+                rref = share
+                n += 1
+                last = fire_t
+                t = fire_t
+        l_ref[y, x] = ref
+        t_last[y, x] = last
+        r_ref[y, x] = rref
+    return n, pixels.shape[0]
+
+
+@njit(cache=True, nogil=True)
+def _time_order(t_rel: np.ndarray, n_buckets: int) -> np.ndarray:
+    """Stable counting sort by whole-µs time: O(n), unlike a comparison sort.
+
+    Events arrive pixel by pixel (raster order), so equal times stay in raster order.
+    """
+    start = np.zeros(n_buckets + 1, np.int64)
+    for v in t_rel:
+        start[v + 1] += 1
+    for b in range(n_buckets):
+        start[b + 1] += start[b]
+    order = np.empty(t_rel.shape[0], np.int64)
+    for i in range(t_rel.shape[0]):
+        v = t_rel[i]
+        order[start[v]] = i
+        start[v] += 1
+    return order
+
+
+@njit(cache=True, nogil=True)
+def _active_pixels(logs: np.ndarray, l_ref: np.ndarray, c_on: np.ndarray,
+                   c_off: np.ndarray) -> np.ndarray:
+    """Flat indices (raster order) of pixels whose level leaves [ref - C_off, ref + C_on]."""
+    kp1, h, w = logs.shape
+    hi = logs[0].copy()
+    lo = logs[0].copy()
+    for k in range(1, kp1):
+        plane = logs[k]
+        for y in range(h):
+            for x in range(w):
+                v = plane[y, x]
+                hi[y, x] = max(hi[y, x], v)
+                lo[y, x] = min(lo[y, x], v)
+    out = np.empty(h * w, np.int64)
+    n = 0
+    for y in range(h):
+        for x in range(w):
+            r = l_ref[y, x]
+            if hi[y, x] - r >= c_on[y, x] or r - lo[y, x] >= c_off[y, x]:
+                out[n] = y * w + x
+                n += 1
+    return out[:n]
+
+
+def _simulate_chunk(pixels: np.ndarray, *args: Any) -> tuple[np.ndarray, ...]:
+    """Run :func:`_simulate` over ``pixels``, growing the output buffers as needed."""
+    parts = []
+    cap = max(1 << 14, 8 * len(pixels))
+    start = 0
+    while True:
+        bufs = (np.empty(cap, np.float64), np.empty(cap, np.uint16), np.empty(cap, np.uint16),
+                np.empty(cap, np.uint8), np.empty(cap, np.uint8))
+        n, start = _simulate(*args, pixels, start, *bufs)
+        parts.append(tuple(b[:n] for b in bufs))
+        if start >= len(pixels):
+            break
+        cap *= 4
+    return tuple(np.concatenate(f) for f in zip(*parts, strict=True))
+
+
+class EventSimulator:
+    """Stateful DVS pixel array: feed log-intensity sub-steps, get time-ordered events.
+
+    ``reset(log0, t0_ns)`` sets every pixel's reference to ``log0`` at time ``t0_ns``;
+    :meth:`step` then takes the next sub-steps and returns the events in
+    ``(times[0], times[-1]]`` (int64 ns on whole microseconds, so window ends should be
+    whole microseconds too) with their labels.
+    """
+
+    def __init__(self, config: EsimConfig, width: int, height: int,
+                 rng: np.random.Generator, *, executor: Executor | None = None,
+                 chunks: int = 1) -> None:
+        self.config = config
+        self.width = int(width)
+        self.height = int(height)
+        shape = (self.height, self.width)
+        c, s = config.threshold, config.threshold_sigma
+        floor = c / 4.0
+        self.c_on = np.maximum(c + s * rng.standard_normal(shape), floor).astype(np.float32)
+        self.c_off = np.maximum(c + s * rng.standard_normal(shape), floor).astype(np.float32)
+        self._noise_rng = np.random.default_rng(rng.integers(0, 2**63))
+        self._l_ref = np.zeros(shape, np.float32)
+        self._t_last = np.full(shape, -1e30, np.float64)
+        self._r_ref = np.zeros(shape, np.float32)
+        self._t0 = 0
+        self._executor = executor
+        self._chunks = max(1, int(chunks))
+
+    def log_intensity(self, linear: np.ndarray) -> np.ndarray:
+        """``log(I + eps)`` as float32 (``I`` linear irradiance, white = 1)."""
+        return np.log(np.maximum(linear, 0.0) + self.config.log_eps).astype(np.float32)
+
+    def reset(self, log0: np.ndarray, t0_ns: int, rain_log0: np.ndarray | None = None) -> None:
+        """Start over: references at ``log0`` (H x W; ``rain_log0`` of it is rain)."""
+        self._l_ref[...] = log0
+        self._r_ref[...] = 0.0 if rain_log0 is None else rain_log0
+        self._t_last.fill(-1e30)
+        self._t0 = int(t0_ns)
+
+    def step(self, logs: np.ndarray, rain_log: np.ndarray,
+             times_ns: np.ndarray) -> tuple[EventBatch, np.ndarray]:
+        """Events while the log intensity goes through ``logs`` (K+1 x H x W).
+
+        ``logs[0]`` is the last level of the previous call, at ``times_ns[0]``;
+        ``rain_log`` (same shape) is how much of each level is due to rain (for the
+        labels). Returns the events with ``times_ns[0] <= t < times_ns[-1]``, ordered by
+        time (then row, then column), and a uint8 label per event.
+        """
+        if logs.shape != rain_log.shape or logs.shape[0] != len(times_ns) or len(times_ns) < 2:
+            raise SimConfigError("logs, rain_log and times_ns do not fit together")
+        times = (np.asarray(times_ns, np.int64) - self._t0).astype(np.float64)
+        # Only pixels whose level leaves the threshold band at some sub-step can fire
+        # (levels are linear in between); a cheap pre-pass finds them.
+        pixels = _active_pixels(logs, self._l_ref, self.c_on, self.c_off)
+        # Contiguous chunks of pixels run concurrently (pixels are independent); the
+        # chunks are joined in raster order, so the result never depends on threading.
+        chunks = np.array_split(pixels, min(self._chunks, max(1, len(pixels) // 4096)))
+        args = (logs, rain_log, times, self._l_ref, self._t_last, self._r_ref, self.c_on,
+                self.c_off,
+                self.config.refractory_s * 1e9, 0.25 * self.config.threshold)
+        if self._executor is not None and len(chunks) > 1:
+            results = list(self._executor.map(lambda c: _simulate_chunk(c, *args), chunks))
+        else:
+            results = [_simulate_chunk(c, *args) for c in chunks]
+        t, x, y, p, lab = (np.concatenate(f) for f in zip(*results, strict=True))
+        t, x, y, p, lab = self._add_noise(t, x, y, p, lab, times[0], times[-1])
+        # Nearest whole microsecond, kept inside the window (t_a, t_b] (whole
+        # microseconds at both ends); then time order, ties in raster order.
+        r = self._t0 % 1000
+        t_us = np.rint((t + r) / 1000.0).astype(np.int64)
+        first_us = int(times[0] + r) // 1000 + 1
+        last_us = int(times[-1] + r) // 1000
+        np.clip(t_us, first_us, max(first_us, last_us), out=t_us)
+        order = _time_order(t_us - first_us, max(last_us - first_us + 1, 1))
+        t_ns = (t_us[order] * 1000) + (self._t0 - r)
+        batch = EventBatch(t_ns, x[order], y[order], p[order], self.width, self.height)
+        return batch, lab[order]
+
+    def _add_noise(self, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray,
+                   lab: np.ndarray, t_a: float, t_b: float) -> tuple[np.ndarray, ...]:
+        cfg = self.config
+        rate = cfg.shot_noise_hz + cfg.leak_hz
+        if rate <= 0:
+            return t, x, y, p, lab
+        rng = self._noise_rng
+        npix = self.width * self.height
+        n = int(rng.poisson(rate * npix * (t_b - t_a) * 1e-9))
+        pix = rng.integers(0, npix, n)
+        nt = t_a + rng.random(n) * (t_b - t_a)
+        # Leak events are ON; shot noise is ON or OFF with equal odds.
+        on = (rng.random(n) < cfg.leak_hz / rate) | (rng.random(n) < 0.5)
+        return (np.concatenate([t, nt]),
+                np.concatenate([x, (pix % self.width).astype(np.uint16)]),
+                np.concatenate([y, (pix // self.width).astype(np.uint16)]),
+                np.concatenate([p, on.astype(np.uint8)]),
+                np.concatenate([lab, np.full(n, LABEL_NOISE, np.uint8)]))
