@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_bags import write_rainy_bag
+from training_bags import FRAMES, HEIGHT, WIDTH, training_bags
 
 from derain_ros.conventions import GT_CLEAN_TOPIC
 from derain_ros.errors import BagError, ConfigError
@@ -18,14 +18,7 @@ from derain_training.data import ClipDataset
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
-    d = tmp_path_factory.mktemp("bags")
-    return {
-        "a": write_rainy_bag(d / "a.mcap", frames=6, seed=1),
-        "b": write_rainy_bag(d / "b.mcap", frames=5, seed=2),
-        "no_events": write_rainy_bag(d / "no_events.mcap", with_events=False),
-        "no_frames": write_rainy_bag(d / "no_frames.mcap", with_frames=False),
-        "mismatch": write_rainy_bag(d / "mismatch.mcap", event_size=(64, 48)),
-    }
+    return training_bags(tmp_path_factory)  # simulated once per session
 
 
 def _cfg(tmp_path, **kw) -> DataConfig:
@@ -35,7 +28,7 @@ def _cfg(tmp_path, **kw) -> DataConfig:
 def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_path) -> None:
     ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path), bins=10, use_events=True,
                      require_truth=True, progress=False)
-    assert len(ds) == (6 - 2) + (5 - 2)
+    assert len(ds) == (FRAMES["a"] - 2) + (FRAMES["b"] - 2)
     s = ds[0]
     assert s["frames"].shape == (3, 3, 32, 32) and s["frames"].dtype == torch.float32
     assert s["events"].shape == (2, 10, 32, 32)
@@ -98,11 +91,11 @@ def test_bag_without_frames_and_mismatched_sizes_are_clear_errors(bags, tmp_path
     with pytest.raises(BagError, match="no frames"):
         ClipDataset([bags["no_frames"]], _cfg(tmp_path), bins=4, use_events=True,
                     progress=False)
-    with pytest.raises(BagError, match=r"64x48 px but frames are 48x40.*mismatched"):
+    with pytest.raises(BagError, match=rf"80x60 px but frames are {WIDTH}x{HEIGHT}.*mismatched"):
         ClipDataset([bags["mismatch"]], _cfg(tmp_path), bins=4, use_events=True,
                     progress=False)
-    with pytest.raises(BagError, match="smaller than the 64 px crop"):
-        ClipDataset([bags["a"]], _cfg(tmp_path, crop=64), bins=4, use_events=True,
+    with pytest.raises(BagError, match=f"smaller than the {HEIGHT + 1} px crop"):
+        ClipDataset([bags["a"]], _cfg(tmp_path, crop=HEIGHT + 1), bins=4, use_events=True,
                     progress=False)
     with pytest.raises(BagError, match="not found"):
         ClipDataset([tmp_path / "missing.mcap"], _cfg(tmp_path), bins=4, use_events=True,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_bags import write_rainy_bag
+from training_bags import HEIGHT, WIDTH, training_bags
 
 from derain_ros.errors import CheckpointError
 from derain_ros.model import create_model, load_checkpoint
@@ -28,13 +28,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
-    d = tmp_path_factory.mktemp("loop")
-    return {
-        "train": write_rainy_bag(d / "train.mcap", frames=8, seed=1),
-        "clean": write_rainy_bag(d / "clean.mcap", frames=4, seed=2),
-        "val": write_rainy_bag(d / "val.mcap", frames=4, seed=3),
-        "cache": d / "cache",
-    }
+    sim = training_bags(tmp_path_factory)  # simulated once per session
+    return {"train": sim["a"], "clean": sim["b"], "val": sim["val"],
+            "cache": tmp_path_factory.mktemp("loop") / "cache"}
 
 
 def _cfg(bags, mode: str, **kw):
@@ -202,7 +198,7 @@ def test_cli_trains_and_exports_onnx(bags, tmp_path) -> None:
     assert info["provenance"]["steps"] == 2 and "psnr" in info["provenance"]["validation"]
     assert any((tmp_path / "r" / "tb").iterdir())
     rc = main(["export", "--checkpoint", str(tmp_path / "weights" / "derain_tiny.safetensors"),
-               "--onnx", str(tmp_path / "m.onnx"), "--height", "40", "--width", "48"])
+               "--onnx", str(tmp_path / "m.onnx"), "--height", str(HEIGHT), "--width", str(WIDTH)])
     assert rc == 0 and (tmp_path / "m.onnx").stat().st_size > 1000
     assert net.config.name == "derain_tiny"
     # Bad input through the CLI: a clear message and exit status 1.
