@@ -35,8 +35,8 @@ def test_types_and_values_are_checked(tmp_path) -> None:
         load_config(p)
     with pytest.raises(ConfigError, match="mode must be one of"):
         load_config(None, mode="semi")
-    with pytest.raises(ConfigError, match="target_index"):
-        load_config(None, **{"data.target_index": 3})
+    with pytest.raises(ConfigError, match="arrangement"):
+        load_config(None, **{"data.arrangement": "sideways"})
     p.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(p)

@@ -25,25 +25,39 @@ def _cfg(tmp_path, **kw) -> DataConfig:
     return DataConfig(cache_dir=str(tmp_path / "cache"), crop=kw.pop("crop", 32), **kw)
 
 
-def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_path) -> None:
-    ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path), bins=10, use_events=True,
-                     require_truth=True, progress=False)
+# Clip 1 of bag a covers frames 1, 2, 3 and windows 2, 3. Per arrangement, the window
+# indices of the 3 network frames, of the 2 voxel grids (a negative index: the grid of
+# that window mirrored in time) and of the target, as the node's engine builds them.
+ARRANGED = {
+    "centre": ((1, 2, 3), (2, 3), 2),
+    "causal": ((2, 3, 2), (3, -3), 3),
+}
+
+
+@pytest.mark.parametrize("arrangement", sorted(ARRANGED))
+def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_path,
+                                                                    arrangement) -> None:
+    ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path, arrangement=arrangement), bins=10,
+                     use_events=True, require_truth=True, progress=False)
     assert len(ds) == (FRAMES["a"] - 2) + (FRAMES["b"] - 2)
     s = ds[0]
     assert s["frames"].shape == (3, 3, 32, 32) and s["frames"].dtype == torch.float32
     assert s["events"].shape == (2, 10, 32, 32)
     assert s["clean"].shape == s["rain"].shape == (3, 32, 32)
     # Full clip 1 of bag a equals the node's path: windows_from_bag + voxel_grid.
+    frame_ids, voxel_ids, target = ARRANGED[arrangement]
     windows = list(windows_from_bag(bags["a"]))
     clip = ds.full_clip(1)
-    for j in range(3):
-        img = windows[1 + j].image.to_network().transpose(2, 0, 1)
+    for j, k in enumerate(frame_ids):
+        img = windows[k].image.to_network().transpose(2, 0, 1)
         np.testing.assert_allclose(clip["frames"][0, j].numpy(), img, atol=1e-3)
-    for j in range(2):
-        w = windows[2 + j]
+    for j, k in enumerate(voxel_ids):
+        w = windows[abs(k)]
         want = voxel_grid(w.events, w.t0_ns, w.t_ns, 10).numpy()
+        if k < 0:
+            want = -want[::-1]
         np.testing.assert_allclose(clip["events"][0, j].numpy(), want, atol=2e-3, rtol=1e-3)
-    clean = windows[2].extras[GT_CLEAN_TOPIC].to_network().transpose(2, 0, 1)
+    clean = windows[target].extras[GT_CLEAN_TOPIC].to_network().transpose(2, 0, 1)
     np.testing.assert_allclose(clip["clean"][0].numpy(), clean, atol=1e-3)
     assert clip["events"].abs().sum() > 0
 

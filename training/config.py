@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from derain_ros.conventions import EVENT_TOPIC, GT_CLEAN_TOPIC, GT_RAIN_TOPIC, IMAGE_TOPIC
+from derain_ros.engine import ARRANGEMENTS
 from derain_training.errors import TrainConfigError
 
 __all__ = [
@@ -56,8 +57,10 @@ class DataConfig:
 
     Voxel bins are the model's ``event_bins``. ``voxel_normalize`` (``none`` | ``meanstd``) is
     passed to ``derain_ros.events.voxel.voxel_grid``; the network squashes raw counts
-    itself (see ``ModelConfig.voxel_normalization``), hence ``none``. ``target_index`` is which
-    frame of the 3 is derained (1: the centre, the paper's and the node's arrangement).
+    itself (see ``ModelConfig.voxel_normalization``), hence ``none``. ``arrangement`` is how a
+    clip is built around its target frame, with :func:`derain_ros.engine.build_clip` (the
+    node's own code): ``causal`` (the node's default: the newest frame, no added delay)
+    or ``centre`` (the paper's: the middle of three frames); it must match the node's.
     ``crop`` is the square training crop (px); ``clean_bags`` give unpaired clean frames
     (their ground-truth clean topic if present, else their image topic) for the GAN
     prior and must not be training bags.
@@ -68,7 +71,7 @@ class DataConfig:
     clean_topic: str = GT_CLEAN_TOPIC
     rain_topic: str = GT_RAIN_TOPIC
     voxel_normalize: str = "none"
-    target_index: int = 1
+    arrangement: str = "causal"
     clip_stride: int = 1
     crop: int = 128
     hflip: bool = True
@@ -201,8 +204,9 @@ class TrainConfig:
         if self.mode not in MODES:
             problems.append(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         d = self.data
-        if d.target_index not in (0, 1, 2):
-            problems.append(f"data.target_index must be 0, 1 or 2, got {d.target_index}")
+        if d.arrangement not in ARRANGEMENTS:
+            problems.append(f"data.arrangement must be one of {list(ARRANGEMENTS)}, "
+                            f"got {d.arrangement!r}")
         if d.crop < 16 and d.crop != 0:
             problems.append(f"data.crop must be >= 16 px (0: full frames), got {d.crop}")
         if d.batch_size < 1 or d.clip_stride < 1:

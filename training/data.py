@@ -8,11 +8,13 @@ modification time and the decode/voxel settings, so later epochs and runs never
 decode again. Cached values are float16 (frames in [0, 1], voxel counts): half the
 disk and memory, an error far below the network's own.
 
-A *clip* starting at frame ``s`` is frames ``s, s+1, s+2`` (time order) with the voxel
-grids of windows ``s+1`` (events in ``(t_s, t_s+1]``) and ``s+2``; its *target* is frame
-``s + target_index`` (1, the centre, by default). Samples are random crops with flips
-drawn from a generator seeded by ``(seed, epoch, index)``, so every rank, worker and a
-resumed run sees exactly the same data.
+A *clip* starting at frame ``s`` covers frames ``s, s+1, s+2`` (time order) and the voxel
+grids of windows ``s+1`` (events in ``(t_s, t_s+1]``) and ``s+2``. The network input is
+built from them by :func:`derain_ros.engine.build_clip`, the node's own code, in the
+configured arrangement: ``causal`` (the node's default) derains frame ``s+2`` from
+``(s+1, s+2)`` and window ``s+2``; ``centre`` derains frame ``s+1`` from all three.
+Samples are random crops with flips drawn from a generator seeded by
+``(seed, epoch, index)``, so every rank, worker and a resumed run sees the same data.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from derain_ros import sync as _sync
+from derain_ros.engine import build_clip
 from derain_ros.errors import SyncError
 from derain_ros.events import voxel as _voxel
 from derain_training.config import DataConfig
@@ -326,7 +329,7 @@ class ClipDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.use_events = use_events
-        self.target_index = cfg.target_index
+        self.arrangement = cfg.arrangement
         cache = cfg.cache_dir or None
         self.bags = [load_bag(b, self.settings, cache, progress=progress) for b in bags]
         self.decoded = sum(not b.from_cache for b in self.bags)
@@ -406,10 +409,20 @@ class ClipDataset(Dataset):
                 ) -> dict[str, np.ndarray]:
         y0, x0 = origin
         ys, xs = slice(y0, y0 + hw[0]), slice(x0, x0 + hw[1])
-        t = s + self.target_index
-        out = {"frames": np.asarray(b.frames[s:s + CLIP_FRAMES, :, ys, xs], np.float32)}
-        if self.use_events:
-            out["events"] = np.asarray(b.voxels[s + 1:s + CLIP_FRAMES, :, ys, xs], np.float32)
+        frames = [torch.from_numpy(np.asarray(f, np.float32))
+                  for f in b.frames[s:s + CLIP_FRAMES, :, ys, xs]]
+        voxels: list[torch.Tensor | None] = [
+            torch.from_numpy(np.asarray(v, np.float32)) if self.use_events else None
+            for v in b.voxels[s + 1:s + CLIP_FRAMES, :, ys, xs]]
+        if self.arrangement == "causal":
+            t = s + 2
+            clip, events = build_clip(frames[1:], voxels[1:], "causal")
+        else:
+            t = s + 1
+            clip, events = build_clip(frames, voxels, "centre")
+        out = {"frames": clip.numpy()}
+        if events is not None:
+            out["events"] = events.numpy()
         if self.has_truth:
             out["clean"] = np.asarray(b.clean[t, :, ys, xs], np.float32)
         if self.has_rain:

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from derain_ros.engine import CLIP_TARGET
 from derain_ros.model.derain_net import DerainNet, DerainOutput
 from derain_training.config import TrainConfig
 from derain_training.errors import DatasetError
@@ -54,7 +55,7 @@ class Objective(nn.Module):
         super().__init__()
         self.model = model
         self.mode = cfg.mode
-        self.target_index = cfg.data.target_index
+        self.target_index = CLIP_TARGET
         self.weights = active_weights(cfg)
         self.eps = cfg.losses.supervised.charbonnier_eps
         if not model.config.use_events:

@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
+from derain_ros.engine import CLIP_TARGET
 from derain_ros.eval.metrics import psnr, ssim
 from derain_ros.model import create_model, load_weights, save_checkpoint
 from derain_ros.model.derain_net import DerainNet
@@ -360,7 +361,7 @@ class Trainer:
             clip = {k: v.to(self.device) for k, v in self.val.full_clip(i).items()}
             out = net(clip["frames"], clip.get("events"))
             b = out.background.clamp(0, 1)
-            rainy = clip["frames"][:, self.cfg.data.target_index]
+            rainy = clip["frames"][:, CLIP_TARGET]
             p.append(psnr(b, clip["clean"]).item())
             s.append(ssim(b, clip["clean"]).item())
             p_in.append(psnr(rainy, clip["clean"]).item())
@@ -376,7 +377,7 @@ class Trainer:
     def _log_images(self, tag: str, batch: Mapping[str, Tensor], out: Any) -> None:
         if self.writer is None:
             return
-        rainy = batch["frames"][0, self.cfg.data.target_index].float().cpu()
+        rainy = batch["frames"][0, CLIP_TARGET].float().cpu()
         b = out.background[0].detach().float().clamp(0, 1).cpu()
         r = out.rain[0].detach().float().abs().cpu()
         r = (r / r.max().clamp_min(1e-6)).clamp(0, 1)
@@ -562,6 +563,7 @@ class Trainer:
         provenance = {
             "trainer": "derain_training",
             "mode": cfg.mode,
+            "arrangement": cfg.data.arrangement,
             "steps": self.step,
             "bags": [b.name for b in self.bags],
             "clean_bags": [Path(b).name for b in cfg.data.clean_bags],

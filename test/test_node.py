@@ -1,0 +1,443 @@
+"""The deraining node over real DDS: a node process, a rig publisher in this process.
+
+One node process serves the module (starting one costs seconds: torch, numba, warm-up);
+each test drives one case through it and reads the outcome from ``~/image`` and
+``/diagnostics``. Networks are random-init ``derain_tiny`` at 64 x 48 px (fast; the
+weights do not matter for plumbing). Frames are stamped in sensor time (a DAVIS).
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import ros_env
+
+pytestmark = pytest.mark.ros
+
+DOMAIN_ID = 41
+W, H = 64, 48
+MS = 1_000_000
+PERIOD = 33 * MS
+NODE = "derain_test_node"
+IMAGE_TOPIC = "/rig41/image_raw"
+EVENT_TOPIC = "/rig41/events"
+MAX_BUFFER = 13 * 20_000  # 20k decoded events
+
+
+def node_command(name: str, image_topic: str, event_topic: str, **params: object) -> list[str]:
+    """``python -m derain_ros.node`` with test parameters (random tiny network, 64 x 48)."""
+    base = {
+        "image_topic": image_topic, "event_topic": event_topic, "allow_random_weights": True,
+        "warmup_width": W, "warmup_height": H, "image_width": W, "image_height": H,
+        "num_threads": 1, "diagnostics_period": 0.2, "silence_timeout_ms": 400.0,
+        "event_timeout_ms": 100.0, "max_buffer_bytes": MAX_BUFFER,
+        "publish_rain_layer": True, "publish_events_image": True,
+        "drop_policy": "block",  # every frame comes out: deterministic tests
+    }
+    base.update(params)
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}"]
+    for key, value in base.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        cmd += ["-p", f"{key}:={text}"]
+    return cmd
+
+
+def start_node(cmd: list[str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class Rig:
+    """A camera + event camera on DDS, and a listener for the node's outputs."""
+
+    def __init__(self, node_name: str, image_topic: str, event_topic: str,
+                 event_type: str = "EventPacket", domain_id: int = DOMAIN_ID,
+                 compressed: bool = False) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from dv_ros2_msgs.msg import EventArray
+        from event_camera_msgs.msg import EventPacket
+        from rclpy.context import Context
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+
+        from derain_ros.events import make_encoder
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("derain_test_rig", context=self.context)
+        reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+        self.compressed = compressed
+        if compressed:
+            from sensor_msgs.msg import CompressedImage
+
+            self.pub_image = self.node.create_publisher(CompressedImage,
+                                                        image_topic + "/compressed", reliable)
+        else:
+            self.pub_image = self.node.create_publisher(Image, image_topic, reliable)
+        msg_type = EventArray if event_type == "EventArray" else EventPacket
+        self.pub_events = self.node.create_publisher(msg_type, event_topic, reliable)
+        self.event_type = event_type
+        self.outputs: dict[str, list] = {"image": [], "rain_layer": [], "events_image": []}
+        for name in self.outputs:
+            self.node.create_subscription(Image, f"/{node_name}/{name}",
+                                          self.outputs[name].append, reliable)
+        self.diagnostics: list = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append,
+                                      10)
+        self.executor = rclpy.executors.SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.encoder = make_encoder("libcaer", W, H)
+        self.t = 1_700_000_000_000_000_000  # sensor time (ns)
+        self.seq = 0
+        self.rng = np.random.default_rng(0)
+        self.log_path: Path | None = None
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+    def spin_until(self, cond: Callable[[], bool], timeout: float = 20.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return cond()
+
+    def wait_matched(self, timeout: float = 30.0) -> bool:
+        """True once the node subscribes to the rig's topics (DDS discovery is done)."""
+        return self.spin_until(lambda: self.pub_image.get_subscription_count() > 0
+                               and self.pub_events.get_subscription_count() > 0, timeout)
+
+    def spin_for(self, seconds: float) -> None:
+        self.spin_until(lambda: False, seconds)
+
+    # ---------------------------------------------------------------- publishing
+
+    def events_packet(self, t0: int, t1: int, n: int) -> object:
+        """Random events in [t0, t1) as one EventPacket (libcaer) or EventArray."""
+        from derain_ros.records import EventBatch
+        from derain_ros.ros import header_from
+
+        t = np.sort(self.rng.integers(t0 // 1000, t1 // 1000, n)) * 1000
+        batch = EventBatch(t, self.rng.integers(0, W, n), self.rng.integers(0, H, n),
+                           self.rng.integers(0, 2, n), W, H)
+        self.seq += 1
+        if self.event_type == "EventArray":
+            from dv_ros2_msgs.msg import Event, EventArray
+
+            msg = EventArray(header=header_from(int(t[0]), "davis"), height=H, width=W)
+            msg.events = [Event(x=int(e_x), y=int(e_y), polarity=bool(e_p),
+                                ts=header_from(int(e_t), "").stamp)
+                          for e_t, e_x, e_y, e_p in zip(t, batch.x, batch.y, batch.p,
+                                                        strict=True)]
+            return msg
+        from event_camera_msgs.msg import EventPacket
+
+        payload, time_base = self.encoder.encode(batch)
+        msg = EventPacket(header=header_from(int(t[0]), "davis"), height=H, width=W,
+                          seq=self.seq, time_base=time_base, encoding="libcaer")
+        msg.events = payload
+        return msg
+
+    def frame_msg(self, stamp: int, encoding: str = "rgb8", value: int | None = None,
+                  width: int = W, height: int = H) -> object:
+        from derain_ros.images import ENCODINGS
+        from derain_ros.ros import header_from, image_msg
+
+        spec = ENCODINGS[encoding]
+        shape = (height, width) if spec.channels == 1 else (height, width, spec.channels)
+        peak = np.iinfo(spec.dtype).max
+        arr = (self.rng.integers(0, peak, shape) if value is None
+               else np.full(shape, value)).astype(spec.dtype)
+        if self.compressed:  # a PNG of the frame (colour frames as bgr8)
+            import cv2
+            from sensor_msgs.msg import CompressedImage
+
+            msg = CompressedImage(header=header_from(stamp, "camera"), format="png")
+            msg.data = cv2.imencode(".png", arr)[1].tobytes()
+            return msg
+        return image_msg(arr, encoding, header_from(stamp, "camera"))
+
+    def step(self, frames: int = 1, encoding: str = "rgb8", events: int = 300,
+             packets_per_frame: int = 3, pause: float = 0.03) -> list[int]:
+        """Advance ``frames`` frame periods: event packets, then the frame. Returns stamps."""
+        stamps = []
+        for _ in range(frames):
+            t0, t1 = self.t, self.t + PERIOD
+            if events:
+                edges = np.linspace(t0, t1 + 2 * MS, packets_per_frame + 1).astype(np.int64)
+                for a, b in itertools.pairwise(edges):
+                    self.pub_events.publish(self.events_packet(int(a), int(b),
+                                                               events // packets_per_frame))
+            self.pub_image.publish(self.frame_msg(t1, encoding))
+            stamps.append(t1)
+            self.t = t1
+            self.spin_for(pause)
+        return stamps
+
+    # ---------------------------------------------------------------- reading
+
+    def stamps_out(self, name: str = "image") -> list[int]:
+        from derain_ros.sync import stamp_to_ns
+
+        return [stamp_to_ns(m.header.stamp) for m in self.outputs[name]]
+
+    def wait_outputs(self, stamps: list[int], name: str = "image", timeout: float = 20.0) -> bool:
+        want = set(stamps)
+        ok = self.spin_until(lambda: want <= set(self.stamps_out(name)), timeout)
+        if not ok:  # say what came instead
+            got = set(self.stamps_out(name))
+            print(f"missing on {name}: {sorted(want - got)}; last out {sorted(got)[-8:]}; "
+                  f"diagnostics {self.diag(fresh=False) if self.diagnostics else None}")
+            if self.log_path is not None:
+                print(self.log_path.read_text()[-4000:])
+        return ok
+
+    def diag(self, fresh: bool = True, timeout: float = 10.0) -> dict[str, str]:
+        """Key/values of the node's latest diagnostics (waits for a new message)."""
+        n = len(self.diagnostics)
+        if fresh:
+            self.spin_until(lambda: len(self.diagnostics) > n + 1, timeout)
+        msg = self.diagnostics[-1]
+        (status,) = [s for s in msg.status if "deraining" in s.name]
+        values = {kv.key: kv.value for kv in status.values}
+        values["_level"] = int.from_bytes(status.level, "little") if isinstance(
+            status.level, bytes) else int(status.level)
+        values["_message"] = status.message
+        return values
+
+
+@pytest.fixture(scope="module")
+def node_proc(tmp_path_factory) -> Iterator[subprocess.Popen]:
+    log = tmp_path_factory.mktemp("node") / "node.log"
+    proc = start_node(node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC), log)
+    proc.log_path = log  # type: ignore[attr-defined]
+    yield proc
+    stop_node(proc)
+
+
+@pytest.fixture(scope="module")
+def rig(node_proc) -> Iterator[Rig]:
+    rig = Rig(NODE, IMAGE_TOPIC, EVENT_TOPIC)
+    rig.log_path = node_proc.log_path
+    ok = rig.spin_until(lambda: len(rig.diagnostics) > 0 or node_proc.poll() is not None, 90)
+    if not ok or node_proc.poll() is not None:
+        rig.close()
+        pytest.fail(f"node did not start:\n{node_proc.log_path.read_text()}")
+    assert rig.wait_matched(), "the node never subscribed to the rig's topics"
+    rig.step(3)  # prime the stream
+    assert rig.wait_outputs(rig.step(3)[:2]), "no output from the node"
+    yield rig
+    rig.close()
+
+
+def alive(rig: Rig, node_proc: subprocess.Popen) -> None:
+    """The node still runs and still derains a fresh frame."""
+    assert node_proc.poll() is None, node_proc.log_path.read_text()
+    stamps = rig.step(3)
+    assert rig.wait_outputs(stamps[:2]), "node stopped producing output"
+
+
+def test_frames_and_events_in_derained_frames_out(rig: Rig, node_proc) -> None:
+    stamps = rig.step(6)
+    assert rig.wait_outputs(stamps[:5])
+    by_stamp = {}
+    for m in rig.outputs["image"]:
+        by_stamp[m.header.stamp.sec * 10**9 + m.header.stamp.nanosec] = m
+    for s in stamps[:5]:
+        m = by_stamp[s]
+        assert (m.header.frame_id, m.encoding, m.width, m.height) == ("camera", "rgb8", W, H)
+        assert len(m.data) == W * H * 3
+    assert rig.wait_outputs(stamps[:5], "rain_layer")
+    assert rig.wait_outputs(stamps[:5], "events_image")
+    d = rig.diag()
+    assert float(d["frames_out_hz"]) > 0 and d["model"].startswith("derain_tiny")
+    assert d["random_weights"] == "True" and int(d["sync_events_in"]) > 0
+    assert float(d["latency_p99_ms"]) > 0
+    assert d["device"] == "cpu" and d["dtype"] == "float32"
+
+
+ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "bayer_rggb8",
+             "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8", "bayer_rggb16", "bgr16"]
+
+
+def test_every_camera_encoding_end_to_end(rig: Rig) -> None:
+    from derain_ros.images import output_encoding
+
+    sent = {}
+    for enc in ENCODINGS:
+        (stamp,) = rig.step(1, encoding=enc, pause=0.08)
+        sent[stamp] = enc
+    rig.step(1)
+    assert rig.wait_outputs(list(sent))
+    for m in rig.outputs["image"]:
+        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        if stamp in sent:
+            assert m.encoding == output_encoding(sent[stamp]), sent[stamp]
+            assert (m.width, m.height) == (W, H)
+
+
+def test_wrong_encoding_and_wrong_size_are_dropped_and_reported(rig: Rig, node_proc) -> None:
+    before = rig.diag()
+    bad = rig.frame_msg(rig.t + PERIOD // 2)
+    bad.encoding = "yuv422_yuy2"  # no camera encoding we know
+    rig.pub_image.publish(bad)
+    short = rig.frame_msg(rig.t + PERIOD // 2 + 1)
+    short.data = bytes(10)  # data does not fit width x height
+    rig.pub_image.publish(short)
+    rig.pub_image.publish(rig.frame_msg(rig.t + PERIOD // 2 + 2, width=32, height=24))
+    rig.spin_for(0.3)
+    alive(rig, node_proc)
+    d = rig.diag()
+    assert int(d.get("dropped_bad_image", 0)) - int(before.get("dropped_bad_image", 0)) == 2
+    assert int(d["dropped_bad_image_size"]) - int(before.get("dropped_bad_image_size", 0)) == 1
+
+
+def test_event_burst_fills_the_buffer_and_drops_are_counted(rig: Rig, node_proc) -> None:
+    before = rig.diag()
+    # 10x the normal rate, with frames held back so that events pile up in the buffer
+    for i in range(12):
+        t0 = rig.t + i * 3 * MS
+        rig.pub_events.publish(rig.events_packet(t0, t0 + 3 * MS, 3000))
+        rig.spin_for(0.005)
+    rig.t += 36 * MS
+    rig.spin_for(0.3)
+    d = rig.diag()
+    assert int(d["sync_packets_buffer_full"]) > int(before["sync_packets_buffer_full"])
+    assert float(d["buffer_fill"]) <= 1.0
+    alive(rig, node_proc)
+
+
+def test_event_topic_silent_gives_frames_only_output_and_a_warning(rig: Rig, node_proc) -> None:
+    rig.step(2)
+    rig.spin_for(0.6)  # longer than silence_timeout_ms
+    before = rig.diag()
+    stamps = rig.step(4, events=0, pause=0.05)
+    assert rig.wait_outputs(stamps), "frames must flow without events"
+    d = rig.diag()
+    assert d["events_silent"] == "True"
+    assert "frames-only" in d["_message"] and d["_level"] == 1  # WARN
+    # the first silent window still holds the tail of the last packet
+    missing = int(d["sync_windows_events_missing"]) - int(before["sync_windows_events_missing"])
+    assert missing >= 3
+    stamps = rig.step(4)  # events back: windows with events again
+    assert rig.wait_outputs(stamps[:3])
+    after = rig.diag()
+    # (the first frame may beat its packets to the node and still pass frames-only)
+    assert int(after["sync_windows_events_missing"]) - int(d["sync_windows_events_missing"]) <= 1
+
+
+def test_time_jumping_backwards_resets_and_continues(rig: Rig, node_proc) -> None:
+    before = rig.diag()
+    rig.step(3)
+    rig.t -= 5_000_000_000  # the bag looped: 5 s back, the packet sequence restarts
+    rig.encoder.reset()
+    rig.seq = 0
+    stamps = rig.step(5)
+    assert rig.wait_outputs(stamps[1:4])
+    d = rig.diag()
+    assert int(d["sync_clock_resets"]) == int(before["sync_clock_resets"]) + 1
+    assert any("clock reset" in m.status[0].message for m in rig.diagnostics[-20:])
+
+
+def test_malformed_event_packets_are_counted(rig: Rig, node_proc) -> None:
+    before = rig.diag()
+    truncated = rig.events_packet(rig.t, rig.t + MS, 30)
+    truncated.events = bytes(7)  # not a whole number of 8-byte libcaer events
+    unknown = rig.events_packet(rig.t + MS, rig.t + 2 * MS, 30)
+    unknown.encoding = "nonsense"
+    rig.pub_events.publish(truncated)
+    rig.pub_events.publish(unknown)
+    rig.spin_for(0.2)
+    alive(rig, node_proc)
+    d = rig.diag()
+    assert int(d["sync_packets_malformed"]) - int(before["sync_packets_malformed"]) == 2
+
+
+def test_newest_policy_drops_stale_frames_and_keeps_the_last(rig: Rig, node_proc) -> None:
+    """Live mode: a camera faster than the network; stale frames go, the newest comes out."""
+    before = rig.diag()
+    assert _set_param(rig, "drop_policy", "newest").successful
+    try:
+        stamps = rig.step(12, pause=0.0)  # a burst far faster than inference
+        stamps += rig.step(1)  # its packets complete the last burst frame's window
+        last = set(stamps[-2:])  # the newest work always comes out
+        assert rig.spin_until(lambda: bool(last & set(rig.stamps_out())), 20)
+        d = rig.diag()
+        assert int(d["dropped_stale"]) > int(before["dropped_stale"])
+        assert not _set_param(rig, "drop_policy", "sometimes").successful
+    finally:
+        assert _set_param(rig, "drop_policy", "block").successful
+    alive(rig, node_proc)
+
+
+def _set_param(rig: Rig, name: str, value: object) -> object:
+    from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
+    from rcl_interfaces.srv import SetParameters
+
+    client = rig.node.create_client(SetParameters, f"/{NODE}/set_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=10)
+        pv = ParameterValue()
+        if isinstance(value, bool):
+            pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+        else:
+            pv.type, pv.string_value = ParameterType.PARAMETER_STRING, str(value)
+        future = client.call_async(SetParameters.Request(
+            parameters=[Parameter(name=name, value=pv)]))
+        assert rig.spin_until(future.done, 30)
+        return future.result().results[0]
+    finally:
+        rig.node.destroy_client(client)
+
+
+def test_checkpoint_swap_corrupt_is_refused_valid_is_taken(rig: Rig, node_proc, tmp_path) -> None:
+    from derain_ros.model import create_model, save_checkpoint
+
+    good = tmp_path / "tuned"
+    save_checkpoint(create_model("derain_tiny"), good, provenance={"test": "swap"})
+    bad = tmp_path / "broken"
+    for suffix in (".safetensors", ".json"):
+        data = (good.with_suffix(suffix)).read_bytes()
+        if suffix == ".safetensors":
+            data = data[: len(data) // 2]  # truncated on copy
+        bad.with_suffix(suffix).write_bytes(data)
+    result = _set_param(rig, "checkpoint", str(bad.with_suffix(".safetensors")))
+    assert not result.successful and "refused" in result.reason
+    d = rig.diag()
+    assert int(d["checkpoint_swap_failures"]) == 1 and d["checkpoint"] == "random"
+    assert "checkpoint_swap_failed" in d["last_problem"]
+    alive(rig, node_proc)
+    # a read-only parameter cannot change at run time
+    assert not _set_param(rig, "model", "derain_base").successful
+    # the good one is taken without interrupting the stream
+    stamps = rig.step(2)
+    result = _set_param(rig, "checkpoint", str(good.with_suffix(".safetensors")))
+    assert result.successful, result.reason
+    stamps += rig.step(3)
+    assert rig.wait_outputs(stamps[:-1])
+    d = rig.diag()
+    assert d["checkpoint_swaps"] == "1" and d["random_weights"] == "False"
+    assert d["checkpoint"].endswith("tuned.safetensors")
