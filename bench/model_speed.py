@@ -1,0 +1,163 @@
+"""Inference speed of every network size: frames per second and latency at batch 1.
+
+CPU: torch with 2 threads (the target machine's cores), float32, NCHW, at 346x260 (a
+DAVIS346) and 640x480 (a VGA colour camera); the tiny sizes also through onnxruntime
+(2 intra-op threads) from the ONNX export, as an alternative CPU runtime, and torch
+with 1 thread. CUDA (when a GPU exists): float32 and fp16 autocast, channels-last.
+Random clips (speed does not depend on content); each figure is the median of several
+timed runs after warm-up, and the best run is shown too (the least disturbed by other
+load on a shared machine; the load average is printed). Keeps to about 2 minutes on
+2 cores.
+
+Run: ``.venv/bin/python bench/model_speed.py``. Last line: one JSON object
+(``{"tiny_fps_346x260_cpu": .., "base_fps_640x480_cpu": .., ...}``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from derain_ros.model import create_model, export_onnx
+
+CPU_THREADS = 2
+SIZES = [(346, 260), (640, 480)]  # (width, height) px
+MODELS = ["derain_tiny", "derain_tiny_frames", "derain_base", "derain_base_frames"]
+#: Timed runs stop at this many or after this many seconds per figure (at least 2 runs).
+MAX_RUNS, MAX_SECONDS = 30, 4.0
+
+
+def _repeat(fn) -> tuple[float, float]:
+    """``(median, best)`` wall time of ``fn()`` in seconds, after warm-up."""
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        fn()
+        return time.perf_counter() - t0
+
+    if once() < 1.0:
+        once()
+    runs: list[float] = []
+    start = time.perf_counter()
+    while len(runs) < 2 or (len(runs) < MAX_RUNS and time.perf_counter() - start < MAX_SECONDS):
+        runs.append(once())
+    return statistics.median(runs), min(runs)
+
+
+def _time(model, frames, events, device: str, autocast_dtype=None) -> tuple[float, float]:
+    """``(median, best)`` latency of the torch network in seconds."""
+    ctx = (torch.autocast(device, dtype=autocast_dtype) if autocast_dtype is not None
+           else nullcontext())
+
+    def run() -> None:
+        model(frames, events)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    with torch.inference_mode(), ctx:
+        return _repeat(run)
+
+
+def _time_onnxruntime(model, height: int, width: int, folder: Path) -> tuple[float, float] | None:
+    """``(median, best)`` latency of the ONNX export in onnxruntime (CPU), or None."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    path = export_onnx(model, folder / f"{model.config.name}_{width}x{height}.onnx", height, width)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = CPU_THREADS
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    frames, events = model.example_inputs(height, width)
+    feeds = {"frames": frames.numpy()}
+    if events is not None:
+        feeds["events"] = events.numpy()
+    return _repeat(lambda: session.run(None, feeds))
+
+
+def _load() -> float:
+    """1-minute load average (other processes' demand for the cores), or -1 where unknown."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return -1.0
+
+
+def main() -> None:
+    torch.set_num_threads(CPU_THREADS)
+    torch.manual_seed(0)
+    load_before = _load()
+    rows: list[tuple[str, str, str, int, float, float]] = []
+    figures: dict[str, float] = {}
+    setups: list[tuple[str, str, torch.dtype | None]] = [("cpu", "fp32", None)]
+    if torch.cuda.is_available():
+        setups += [("cuda", "fp32", None), ("cuda", "fp16", torch.float16)]
+    for device, precision, amp in setups:
+        for name in MODELS:
+            model = create_model(name).eval().to(device)
+            if device == "cuda":
+                model = model.to(memory_format=torch.channels_last)
+            short = name.removeprefix("derain_")
+            for width, height in SIZES:
+                frames, events = model.example_inputs(height, width, device=device)
+                median, best = _time(model, frames, events, device, amp)
+                rows.append((short, f"{width}x{height}", f"{device}/{precision}",
+                             model.num_parameters(), median, best))
+                suffix = device if precision == "fp32" else f"{device}_{precision}"
+                figures[f"{short}_fps_{width}x{height}_{suffix}"] = round(1.0 / median, 2)
+                figures[f"{short}_ms_{width}x{height}_{suffix}"] = round(1000.0 * median, 2)
+                print(f"  {short:12s} {width}x{height} {device}/{precision}: "
+                      f"{1000 * median:8.1f} ms", flush=True)
+    # torch with one thread: far less hurt than two when other processes want the cores
+    # (each of the ~200 parallel regions of a forward waits for both threads).
+    torch.set_num_threads(1)
+    for name in ("derain_tiny", "derain_tiny_frames"):
+        model = create_model(name).eval()
+        short = name.removeprefix("derain_")
+        width, height = SIZES[0]
+        frames, events = model.example_inputs(height, width)
+        median, best = _time(model, frames, events, "cpu")
+        params = model.num_parameters()
+        rows.append((short, f"{width}x{height}", "cpu-1t/fp32", params, median, best))
+        figures[f"{short}_fps_{width}x{height}_cpu1t"] = round(1.0 / median, 2)
+        print(f"  {short:12s} {width}x{height} cpu, 1 thread: {1000 * median:8.1f} ms", flush=True)
+    torch.set_num_threads(CPU_THREADS)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in ("derain_tiny", "derain_tiny_frames"):
+            model = create_model(name).eval()
+            short = name.removeprefix("derain_")
+            for width, height in SIZES:
+                timed = _time_onnxruntime(model, height, width, Path(tmp))
+                if timed is None:
+                    break
+                median, best = timed
+                rows.append((short, f"{width}x{height}", "ort-cpu/fp32", model.num_parameters(),
+                             median, best))
+                figures[f"{short}_fps_{width}x{height}_ort"] = round(1.0 / median, 2)
+                figures[f"{short}_ms_{width}x{height}_ort"] = round(1000.0 * median, 2)
+                print(f"  {short:12s} {width}x{height} onnxruntime: {1000 * median:8.1f} ms",
+                      flush=True)
+    load_after = _load()
+    print()
+    print(f"torch {torch.__version__}, CPU threads {CPU_THREADS}, batch 1; load average "
+          f"{load_before} before, {load_after} after (above ~0.5 the CPU figures are disturbed)")
+    print(f"{'model':12s} {'size':>8s} {'device':>12s} {'params':>10s} {'median ms':>10s} "
+          f"{'best ms':>9s} {'fps':>7s}")
+    for short, size, dev, params, median, best in rows:
+        print(f"{short:12s} {size:>8s} {dev:>12s} {params:>10,d} {1000 * median:10.1f} "
+              f"{1000 * best:9.1f} {1 / median:7.1f}")
+    figures["cpu_threads"] = CPU_THREADS
+    figures["loadavg_before"], figures["loadavg_after"] = load_before, load_after
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()

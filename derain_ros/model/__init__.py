@@ -1,0 +1,98 @@
+"""The event-guided deraining network: sizes, factory, checkpoints, ONNX export.
+
+Contract (what the engine, the node and the training package code against):
+
+- ``create_model(name, *, pretrained=False, checkpoint=None, **overrides) -> DerainNet``.
+  Names (:func:`list_models`): ``derain_tiny`` (real-time on a 2-core CPU),
+  ``derain_base`` (about the paper's size, ~4 M parameters, for a GPU) and their
+  frames-only twins ``derain_tiny_frames`` / ``derain_base_frames`` (same network
+  without the event branch, for ablation). Overrides are :class:`ModelConfig` fields,
+  e.g. ``in_chans=1`` for grayscale frames. ``pretrained=True`` loads
+  :func:`default_checkpoint_path` (``weights/NAME.safetensors``, ``NAME_gray`` for
+  ``in_chans=1``) or raises :class:`CheckpointNotFoundError`.
+- :class:`ModelConfig` (frozen): ``name, in_chans (3 | 1), event_bins (10), use_events,
+  widths, blocks, decoder_blocks, head_chans, fusion_blocks, refine_blocks,
+  internal_scale, reduction, gate_kernels, voxel_normalization``; every network has
+  ``model.config``.
+- ``model(frames, events) -> DerainOutput``:
+  ``frames`` ``[N, 3, C, H, W]`` float in [0, 1] (previous, centre = target, next);
+  ``events`` ``[N, 2, bins, H, W]`` voxel grids of the intervals previous->centre and
+  centre->next (from ``derain_ros.events.voxel``; the network compresses them itself by
+  ``v / sqrt(1 + |v|)``), or None for a frames-only network (an event network given
+  None, or a frames-only network given events, raises :class:`ModelInputError`). Any
+  H, W (padded internally to ``config.pad_multiple``, cropped back).
+  ``DerainOutput(background [N, C, H, W], rain [N, C, H, W], features)``: ``background``
+  is ``centre + correction`` and ``rain`` the rain layer, both **unclamped** (train
+  with ``L1(rain + background, centre)`` etc.; clamp ``background`` to [0, 1] for
+  display). ``features`` is a tuple of 3 :class:`ScaleFeatures` (``frame_rain,
+  frame_background, event_rain, event_background``, the encoder features for the
+  cross-modal contrastive losses, on the padded grid at 1, 1/2, 1/4 of the working
+  resolution) or None for a frames-only network.
+- ``save_checkpoint(model, path, provenance)`` writes ``NAME.safetensors`` +
+  ``NAME.json``; ``load_checkpoint(path, *, map_location="cpu", expected=None)``
+  rebuilds and loads strictly; ``load_weights(model, path)`` loads into an existing
+  network. Mismatches raise :class:`CheckpointError` subclasses naming what differs.
+- ``export_onnx(model, path, height, width, opset=17)`` and ``verify_onnx(...)``.
+"""
+
+from derain_ros.model.checkpoint import (
+    CheckpointConfigMismatchError,
+    CheckpointCorruptError,
+    CheckpointKeyMismatchError,
+    CheckpointNotFoundError,
+    CheckpointShapeMismatchError,
+    load_checkpoint,
+    load_weights,
+    read_checkpoint_info,
+    save_checkpoint,
+)
+from derain_ros.model.config import VOXEL_NORMALIZATION, ModelConfig, ModelConfigError
+from derain_ros.model.derain_net import (
+    CLIP_FRAMES,
+    CLIP_INTERVALS,
+    DerainNet,
+    DerainOutput,
+    ModelInputError,
+    ScaleFeatures,
+)
+from derain_ros.model.export import OnnxExportError, export_onnx, verify_onnx
+from derain_ros.model.factory import create_model
+from derain_ros.model.registry import (
+    DEFAULT_MODEL,
+    UnknownModelError,
+    default_checkpoint_path,
+    list_models,
+    model_config,
+    register_model,
+)
+
+__all__ = [
+    "CLIP_FRAMES",
+    "CLIP_INTERVALS",
+    "DEFAULT_MODEL",
+    "VOXEL_NORMALIZATION",
+    "CheckpointConfigMismatchError",
+    "CheckpointCorruptError",
+    "CheckpointKeyMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointShapeMismatchError",
+    "DerainNet",
+    "DerainOutput",
+    "ModelConfig",
+    "ModelConfigError",
+    "ModelInputError",
+    "OnnxExportError",
+    "ScaleFeatures",
+    "UnknownModelError",
+    "create_model",
+    "default_checkpoint_path",
+    "export_onnx",
+    "list_models",
+    "load_checkpoint",
+    "load_weights",
+    "model_config",
+    "read_checkpoint_info",
+    "register_model",
+    "save_checkpoint",
+    "verify_onnx",
+]

@@ -1,0 +1,369 @@
+"""Self-describing checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (description).
+
+The JSON holds the model name, every :class:`ModelConfig` field, the input conventions
+(event bins, voxel normalisation, frame range), versions, the size and SHA-256 of the
+weights file, and free-form training provenance. Loading is strict: the file must be
+intact (size and hash), its config must match what the caller expects, and its tensor
+names and shapes must match the network exactly; otherwise a :class:`CheckpointError`
+subclass names exactly what does not match. Weights are never unpickled.
+
+Wrapper prefixes (``module.`` from DDP, ``_orig_mod.`` from ``torch.compile``) are
+stripped on save and on load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor, nn
+
+import derain_ros
+from derain_ros.errors import CheckpointError
+from derain_ros.model.config import ModelConfig, ModelConfigError
+from derain_ros.model.derain_net import DerainNet
+from derain_ros.model.registry import model_config
+
+#: Identifies our JSON files, and its layout version (bump on incompatible change).
+FORMAT = "derain_ros.checkpoint"
+FORMAT_VERSION = 1
+#: What the frames fed to the network are (recorded for the engine and training).
+FRAME_NORMALIZATION = "float in [0, 1]: uint8 / 255, uint16 / 65535; RGB order for colour"
+#: Prefixes added by wrappers (DDP, torch.compile) that are not part of the network.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+#: How many keys an error message lists before "... and N more".
+_MAX_LISTED = 12
+
+
+class CheckpointNotFoundError(CheckpointError):
+    """The weights file or its JSON description does not exist."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint file is unreadable, truncated, or does not match its recorded hash."""
+
+
+class CheckpointConfigMismatchError(CheckpointError):
+    """The checkpoint was saved from a network of another configuration (size, channels, ...).
+
+    ``fields`` maps each differing field to ``(checkpoint_value, expected_value)``.
+    """
+
+    def __init__(self, message: str, fields: Mapping[str, tuple[Any, Any]] | None = None):
+        super().__init__(message)
+        self.fields = dict(fields or {})
+
+
+class CheckpointKeyMismatchError(CheckpointError):
+    """Tensor names differ: ``missing`` (network has, file lacks) and ``unexpected`` (file only)."""
+
+    def __init__(self, message: str, missing: list[str], unexpected: list[str]):
+        super().__init__(message)
+        self.missing = missing
+        self.unexpected = unexpected
+
+
+class CheckpointShapeMismatchError(CheckpointError):
+    """Tensors whose shapes differ: ``shapes[key] = (file_shape, network_shape)``."""
+
+    def __init__(self, message: str, shapes: Mapping[str, tuple[tuple[int, ...], tuple[int, ...]]]):
+        super().__init__(message)
+        self.shapes = dict(shapes)
+
+
+# -- paths ---------------------------------------------------------------------------------
+def checkpoint_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(weights, json)`` paths for a stem, a ``.safetensors`` or a ``.json`` path."""
+    p = Path(path)
+    if p.suffix in (".safetensors", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".safetensors"), p.with_name(p.name + ".json")
+
+
+def strip_wrapper_prefixes(key: str) -> str:
+    """``module._orig_mod.x.weight`` -> ``x.weight``."""
+    stripped = True
+    while stripped:
+        stripped = False
+        for prefix in WRAPPER_PREFIXES:
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+                stripped = True
+    return key
+
+
+def unwrap_model(model: nn.Module) -> DerainNet:
+    """The :class:`DerainNet` inside DDP / ``torch.compile`` wrappers."""
+    inner: nn.Module = model
+    for _ in range(8):
+        if isinstance(inner, DerainNet):
+            return inner
+        nxt = getattr(inner, "_orig_mod", None) or getattr(inner, "module", None)
+        if not isinstance(nxt, nn.Module):
+            break
+        inner = nxt
+    raise CheckpointError(f"not a DerainNet (or a wrapper of one): {type(model).__name__}")
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# -- save ----------------------------------------------------------------------------------
+def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
+                     path: str | os.PathLike[str], provenance: Mapping[str, Any] | None = None,
+                     ) -> Path:
+    """Write a tensor dict and its description as a checkpoint pair (low level).
+
+    :func:`save_checkpoint` calls this with a network's state; tools that edit weights
+    use it directly. Returns the weights path.
+    """
+    weights_path, json_path = checkpoint_paths(path)
+    state = {
+        strip_wrapper_prefixes(k): v.detach().to("cpu").contiguous() for k, v in tensors.items()
+    }
+    blob = st_save(state, metadata={"format": FORMAT, "model": config.name})
+    description = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "model": config.name,
+        "config": config.to_dict(),
+        "in_chans": config.in_chans,
+        "use_events": config.use_events,
+        "event_bins": config.event_bins,
+        "voxel_normalization": config.voxel_normalization,
+        "frame_normalization": FRAME_NORMALIZATION,
+        "num_parameters": int(sum(v.numel() for v in state.values())),
+        "package_version": derain_ros.__version__,
+        "torch_version": torch.__version__,
+        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "weights_file": weights_path.name,
+        "weights_bytes": len(blob),
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+        "provenance": dict(provenance or {}),
+    }
+    try:
+        text = json.dumps(description, indent=2, sort_keys=False, default=str) + "\n"
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"provenance is not JSON-serialisable: {err}") from err
+    _atomic_write(weights_path, blob)
+    _atomic_write(json_path, text.encode())
+    return weights_path
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
+                    provenance: Mapping[str, Any] | None = None) -> Path:
+    """Save a network (or a DDP/compiled wrapper of one) as ``NAME.safetensors`` + ``NAME.json``.
+
+    Args:
+        model: the network; its weights are written in their current dtype (float32
+            for a normally trained network).
+        path: a stem (``weights/derain_tiny``) or either file's path.
+        provenance: JSON-serialisable facts about the training (data, steps, metrics).
+
+    Returns:
+        The ``.safetensors`` path.
+    """
+    net = unwrap_model(model)
+    return write_checkpoint(net.state_dict(), net.config, path, provenance)
+
+
+# -- load ----------------------------------------------------------------------------------
+def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The JSON description of a checkpoint (validated format; weights not read)."""
+    weights_path, json_path = checkpoint_paths(path)
+    if not json_path.is_file():
+        raise CheckpointNotFoundError(
+            f"checkpoint description {json_path} not found"
+            + ("" if weights_path.is_file() else f" (nor weights {weights_path})")
+        )
+    try:
+        info = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointCorruptError(f"{json_path}: not a readable JSON file: {err}") from err
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise CheckpointCorruptError(
+            f"{json_path}: not a derain_ros checkpoint (format != {FORMAT!r})"
+        )
+    if info.get("format_version") != FORMAT_VERSION:
+        raise CheckpointCorruptError(
+            f"{json_path}: format_version {info.get('format_version')!r} is not supported "
+            f"(this derain_ros reads {FORMAT_VERSION})"
+        )
+    return info
+
+
+def checkpoint_config(info: Mapping[str, Any], source: str = "checkpoint") -> ModelConfig:
+    """Rebuild the :class:`ModelConfig` recorded in a checkpoint description."""
+    raw = info.get("config")
+    if not isinstance(raw, dict):
+        raise CheckpointCorruptError(f"{source}: JSON has no 'config' object")
+    try:
+        return ModelConfig.from_dict(raw)
+    except (ModelConfigError, TypeError, ValueError) as err:
+        raise CheckpointConfigMismatchError(f"{source}: config not usable here: {err}") from err
+
+
+def read_checkpoint_tensors(path: str | os.PathLike[str], info: Mapping[str, Any] | None = None,
+                            ) -> dict[str, Tensor]:
+    """The tensors of a checkpoint (CPU), after checking size and SHA-256 against its JSON."""
+    weights_path, _ = checkpoint_paths(path)
+    info = read_checkpoint_info(path) if info is None else info
+    if not weights_path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint weights {weights_path} not found")
+    try:
+        blob = weights_path.read_bytes()
+    except OSError as err:
+        raise CheckpointCorruptError(f"{weights_path}: cannot read: {err}") from err
+    want_bytes = info.get("weights_bytes")
+    if want_bytes is not None and len(blob) != want_bytes:
+        raise CheckpointCorruptError(
+            f"{weights_path}: {len(blob)} bytes, its JSON records {want_bytes} "
+            f"({'truncated' if len(blob) < want_bytes else 'extra bytes'})"
+        )
+    want_sha = info.get("weights_sha256")
+    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
+        raise CheckpointCorruptError(
+            f"{weights_path}: SHA-256 differs from the one in its JSON (corrupt or edited file)"
+        )
+    try:
+        tensors = st_load(blob)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise CheckpointCorruptError(
+            f"{weights_path}: not a readable safetensors file: {err}"
+        ) from err
+    return {strip_wrapper_prefixes(k): v for k, v in tensors.items()}
+
+
+def load_state_strict(model: nn.Module, tensors: Mapping[str, Tensor], source: str = "checkpoint",
+                      ) -> None:
+    """Copy ``tensors`` into ``model``; names and shapes must match exactly.
+
+    Raises :class:`CheckpointKeyMismatchError` (listing missing and unexpected names)
+    or :class:`CheckpointShapeMismatchError` (listing each name with both shapes).
+    Values are cast to the network's dtype and device.
+    """
+    net = unwrap_model(model)
+    own = net.state_dict()
+    given = {strip_wrapper_prefixes(k): v for k, v in tensors.items()}
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing from the file: {_listed(missing)}")
+        if unexpected:
+            parts.append(f"not in the network: {_listed(unexpected)}")
+        raise CheckpointKeyMismatchError(
+            f"{source} does not fit {net.config.name}: " + "; ".join(parts), missing, unexpected
+        )
+    shapes = {
+        k: (tuple(given[k].shape), tuple(own[k].shape))
+        for k in sorted(own)
+        if tuple(given[k].shape) != tuple(own[k].shape)
+    }
+    if shapes:
+        listed = [f"{k}: file {list(a)} vs network {list(b)}" for k, (a, b) in shapes.items()]
+        raise CheckpointShapeMismatchError(
+            f"{source} does not fit {net.config.name}: shape differs for {_listed(listed)}", shapes
+        )
+    with torch.no_grad():
+        net.load_state_dict(
+            {k: given[k].to(device=own[k].device, dtype=own[k].dtype) for k in own}, strict=True
+        )
+
+
+def _check_config(found: ModelConfig, expected: ModelConfig, source: str) -> None:
+    diff = found.diff(expected)
+    if diff:
+        listed = [f"{k}: file {a!r} vs expected {b!r}" for k, (a, b) in diff.items()]
+        raise CheckpointConfigMismatchError(
+            f"{source} was saved from {found.name!r}, which differs from {expected.name!r} in "
+            + "; ".join(listed),
+            diff,
+        )
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Load a checkpoint into an existing network; its config must equal the network's.
+
+    Returns the checkpoint's JSON description (provenance included).
+    """
+    net = unwrap_model(model)
+    info = read_checkpoint_info(path)
+    source = str(checkpoint_paths(path)[0])
+    _check_config(checkpoint_config(info, source), net.config, source)
+    load_state_strict(net, read_checkpoint_tensors(path, info), source)
+    return info
+
+
+def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu",
+                    expected: str | ModelConfig | None = None) -> DerainNet:
+    """Build the network a checkpoint describes and load its weights (strictly).
+
+    Args:
+        path: a stem or either file's path.
+        map_location: device for the network.
+        expected: a model name (the checkpoint must be of that size; ``in_chans`` may
+            differ) or a full :class:`ModelConfig` (every field must match); None accepts
+            any size.
+
+    Returns:
+        The network, in eval mode, on ``map_location``.
+    """
+    info = read_checkpoint_info(path)
+    source = str(checkpoint_paths(path)[0])
+    cfg = checkpoint_config(info, source)
+    if isinstance(expected, ModelConfig):
+        _check_config(cfg, expected, source)
+    elif expected is not None:
+        _check_config(cfg, model_config(expected, in_chans=cfg.in_chans), source)
+    model = DerainNet(cfg)
+    load_state_strict(model, read_checkpoint_tensors(path, info), source)
+    return model.to(map_location).eval()
+
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "FRAME_NORMALIZATION",
+    "CheckpointConfigMismatchError",
+    "CheckpointCorruptError",
+    "CheckpointKeyMismatchError",
+    "CheckpointNotFoundError",
+    "CheckpointShapeMismatchError",
+    "checkpoint_config",
+    "checkpoint_paths",
+    "load_checkpoint",
+    "load_state_strict",
+    "load_weights",
+    "read_checkpoint_info",
+    "read_checkpoint_tensors",
+    "save_checkpoint",
+    "strip_wrapper_prefixes",
+    "unwrap_model",
+    "write_checkpoint",
+]
