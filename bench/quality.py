@@ -2,9 +2,12 @@
 
     .venv/bin/python bench/quality.py
 
-Rows (PSNR dB / SSIM in RGB against the clean topic, full frames, every 3-frame clip of
-the bag, the centre frame scored): the rainy input; a classical baseline (per-pixel
-temporal median of the clip); ``tiny_frames``, ``tiny``, ``base_frames``, ``base`` loaded
+Rows (PSNR dB / SSIM in RGB against the clean topic, full frames, every frame that has a
+previous and a next one, read through the node's own sync and voxel code): the rainy
+input; a classical baseline (per-pixel temporal median of the frame and its two
+neighbours, which an offline method may use); the networks fed exactly as the node feeds
+them (``derain_ros.engine.build_clip`` in the checkpoint's arrangement, causal by
+default): ``tiny_frames``, ``tiny``, ``base_frames``, ``base`` loaded
 from their trained checkpoints (``derain_ros/model/weights/`` for the shipped tiny,
 ``runs/default/weights/`` for the others, see ``bench/train_default.py``; a missing
 checkpoint gives a null row). The evaluation bag uses a source clip and rain seed that
@@ -26,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,38 +61,78 @@ def checkpoint_for(name: str) -> Path | None:
     return None
 
 
-def clips(bag: Path, use_events: bool, first: int = 0):
-    """Full-frame clips of ``bag`` starting at frame ``first`` (dataset of the training code)."""
-    from derain_training.config import DataConfig
-    from derain_training.data import ClipDataset
+@dataclass
+class HeldOut:
+    """A bag's frames, clean frames and voxel grids as the node sees them (sync + voxel)."""
 
-    ds = ClipDataset([bag], DataConfig(cache_dir=str(plan.DATA / "cache")), bins=10,
-                     use_events=use_events, require_truth=True, crop=0, augment=False,
-                     progress=False)
-    for i, (_, start) in enumerate(ds.clips):
-        if start >= first:
-            yield ds.full_clip(i)
+    rainy: list[torch.Tensor]  # [C, H, W] each
+    clean: list[torch.Tensor]
+    voxels: list[torch.Tensor]  # [bins, H, W]: events since the previous frame
 
 
-def score(bag: Path, how, use_events: bool = True, first: int = 0) -> dict[str, float]:
-    """Mean PSNR/SSIM of ``how(clip) -> [1, C, H, W]`` against the clean centre frame."""
+def load_heldout(bag: Path, bins: int = 10) -> HeldOut:
+    """Read ``bag`` through the node's own code: windows_from_bag, then voxel_grid."""
+    from derain_ros.conventions import GT_CLEAN_TOPIC
+    from derain_ros.events.voxel import voxel_grid
+    from derain_ros.sync import windows_from_bag
+
+    def chw(image) -> torch.Tensor:
+        return torch.from_numpy(image.to_network().transpose(2, 0, 1).copy())
+
+    rainy, clean, voxels = [], [], []
+    for w in windows_from_bag(bag):
+        rainy.append(chw(w.image))
+        clean.append(chw(w.extras[GT_CLEAN_TOPIC]))
+        voxels.append(voxel_grid(w.events, w.t0_ns, w.t_ns, bins))
+    return HeldOut(rainy, clean, voxels)
+
+
+def score(data: HeldOut, how, first: int = 0) -> dict[str, float]:
+    """Mean PSNR/SSIM of ``how(data, k) -> [C, H, W]`` against clean frame ``k``.
+
+    Every row scores the same targets: frames ``k`` with a previous and a next frame
+    (``max(first, 1) <= k < n - 1``), so the centred temporal median is defined.
+    """
     from derain_ros.eval.metrics import psnr, ssim
 
     p, s = [], []
     with torch.no_grad():
-        for clip in clips(bag, use_events, first):
-            out = how(clip).clamp(0, 1)
-            p.append(psnr(out, clip["clean"]).item())
-            s.append(ssim(out, clip["clean"]).item())
+        for k in range(max(first, 1), len(data.rainy) - 1):
+            out = how(data, k).clamp(0, 1)[None]
+            ref = data.clean[k][None]
+            p.append(psnr(out, ref).item())
+            s.append(ssim(out, ref).item())
     return {"psnr": round(float(np.mean(p)), 3), "ssim": round(float(np.mean(s)), 4)}
 
 
-def network(path: Path):
-    """``clip -> background`` of a checkpoint."""
-    from derain_ros.model import load_checkpoint
+def rainy_input(data: HeldOut, k: int) -> torch.Tensor:
+    """The rainy frame itself."""
+    return data.rainy[k]
 
-    net = load_checkpoint(path)
-    return lambda clip: net(clip["frames"], clip.get("events")).background, net.config.use_events
+
+def temporal_median(data: HeldOut, k: int) -> torch.Tensor:
+    """Per-pixel median of frames ``k-1, k, k+1`` (offline: it uses the next frame)."""
+    return torch.stack(data.rainy[k - 1:k + 2]).median(dim=0).values
+
+
+def network(path: Path):
+    """``(data, k) -> background`` of a checkpoint, with clips built as the node builds them."""
+    from derain_ros.engine import build_clip
+    from derain_ros.model import load_checkpoint, read_checkpoint_info
+
+    net = load_checkpoint(path).eval()
+    info = read_checkpoint_info(path)
+    arrangement = (info.get("provenance") or {}).get("arrangement", "causal")
+
+    def run(data: HeldOut, k: int) -> torch.Tensor:
+        v = data.voxels if net.config.use_events else [None] * len(data.voxels)
+        if arrangement == "centre":
+            frames, events = build_clip(data.rainy[k - 1:k + 2], v[k:k + 2], "centre")
+        else:
+            frames, events = build_clip(data.rainy[k - 1:k + 1], v[k:k + 1], "causal")
+        return net(frames[None], None if events is None else events[None]).background[0]
+
+    return run
 
 
 def finetune_gain(start: Path, bag: Path, clean_bags: list[Path]) -> tuple[float, dict, dict]:
@@ -97,8 +141,8 @@ def finetune_gain(start: Path, bag: Path, clean_bags: list[Path]) -> tuple[float
     from derain_training.trainer import Trainer
 
     half = FINETUNE_FRAMES // 2
-    before_fn, use_events = network(start)
-    before = score(bag, before_fn, use_events, first=half)
+    data = load_heldout(bag)
+    before = score(data, network(start), first=half)
     cfg = load_config(plan.ROOT / "config" / "train.yaml", **{
         "mode": "unsupervised", "run.steps": FINETUNE_STEPS, "data.crop": 48 if QUICK else 96,
         "data.batch_size": 2 if QUICK else 4, "data.max_frames": half,
@@ -109,8 +153,7 @@ def finetune_gain(start: Path, bag: Path, clean_bags: list[Path]) -> tuple[float
     })
     with tempfile.TemporaryDirectory() as tmp:
         result = Trainer(cfg, [bag], Path(tmp) / "ft", init=start, progress=False).fit()
-        after_fn, _ = network(result.export)
-        after = score(bag, after_fn, use_events, first=half)
+        after = score(data, network(result.export), first=half)
     return after["psnr"] - before["psnr"], before, after
 
 
@@ -123,17 +166,17 @@ def main() -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     eval_bag = plan.make_bag(plan.EVAL_SOURCE, "heavy", EVAL_SEED, EVAL_FRAMES, out_dir,
                              size=(w, h))
+    data = load_heldout(eval_bag)
     rows: dict[str, dict | None] = {
-        "input": score(eval_bag, lambda c: c["frames"][:, 1]),
-        "median": score(eval_bag, lambda c: c["frames"].median(dim=1).values),
+        "input": score(data, rainy_input),
+        "median": score(data, temporal_median),
     }
     for key, name in MODELS.items():
         ckpt = checkpoint_for(name)
         if ckpt is None:
             rows[key] = None
             continue
-        fn, use_events = network(ckpt)
-        rows[key] = score(eval_bag, fn, use_events)
+        rows[key] = score(data, network(ckpt))
     gain = None
     tiny = checkpoint_for("derain_tiny")
     ft_note = "no derain_tiny checkpoint"

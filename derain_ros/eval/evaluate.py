@@ -40,7 +40,7 @@ from derain_ros.bag import BagReader
 from derain_ros.conventions import EVENT_TOPIC, GT_CLEAN_TOPIC, IMAGE_TOPIC, OUT_IMAGE
 from derain_ros.eval.baselines import BASELINES, run_baseline
 from derain_ros.eval.errors import EvalError, NoFramesError, NoReferenceError
-from derain_ros.eval.metrics import image_psnr, image_ssim
+from derain_ros.eval.metrics import image_psnr, image_ssim, latency_summary
 from derain_ros.eval.noref import brisque_available, niqe
 from derain_ros.eval.replay import REPLAY_SUMMARY, check_frames, node_topic
 from derain_ros.sync import stamp_to_ns, windows_from_bag
@@ -270,7 +270,7 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
             if t_in is not None and t_out is not None:
                 s.latency_ms = (t_out - t_in) / 1e6
                 latencies.append(s.latency_ms)
-    latency = _latency_stats(latencies)
+    latency = latency_summary(latencies)
     fps = float(replay_info.get("fps", 0.0))
     if not latency and replay_info.get("latency_ms"):
         latency = dict(replay_info["latency_ms"])
@@ -307,15 +307,6 @@ def _nanmean(values: Sequence[float]) -> float:
         return math.nan
     finite = arr[np.isfinite(arr)]
     return float(finite.mean()) if finite.size else float(arr.mean())
-
-
-def _latency_stats(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, float)
-    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
-            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()),
-            "max": float(arr.max()), "n": int(arr.size)}
 
 
 def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool, niqe_ok: bool,

@@ -31,7 +31,7 @@ report scores every frame against several baselines).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import cv2
@@ -47,6 +47,7 @@ __all__ = [
     "gaussian_window",
     "image_psnr",
     "image_ssim",
+    "latency_summary",
     "psnr",
     "ssim",
 ]
@@ -169,3 +170,13 @@ def image_ssim(a: np.ndarray, b: np.ndarray) -> float:
     fa, fb = _pair(a, b)
     _check_size(fa.shape[:2])
     return float(_ssim_map(fa, fb, _cv_blur, 1.0).mean())
+
+
+def latency_summary(values_ms: Sequence[float]) -> dict[str, float]:
+    """p50/p90/p99, mean, max and count of latencies in ms (empty dict for none)."""
+    if not values_ms:
+        return {}
+    arr = np.asarray(values_ms, float)
+    p50, p90, p99 = np.percentile(arr, [50, 90, 99])
+    return {"p50": float(p50), "p90": float(p90), "p99": float(p99), "mean": float(arr.mean()),
+            "max": float(arr.max()), "n": int(arr.size)}

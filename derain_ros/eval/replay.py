@@ -43,7 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from derain_ros.bag import BagReader
@@ -64,6 +63,7 @@ from derain_ros.eval.errors import (
     ReplayError,
     RosEnvironmentError,
 )
+from derain_ros.eval.metrics import latency_summary
 from derain_ros.sync import stamp_to_ns
 
 __all__ = [
@@ -174,15 +174,6 @@ def _msg_class(msgtype: str) -> Any:
         return getattr(importlib.import_module(f"{pkg}.msg"), name)
     except (ImportError, AttributeError) as err:
         raise ReplayError(f"message type {msgtype} is not available to rclpy: {err}") from err
-
-
-def _percentiles(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    arr = np.asarray(values, float)
-    return {"p50": float(np.percentile(arr, 50)), "p90": float(np.percentile(arr, 90)),
-            "p99": float(np.percentile(arr, 99)), "mean": float(arr.mean()),
-            "max": float(arr.max()), "n": int(arr.size)}
 
 
 class _Session:
@@ -444,7 +435,7 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
         mode="lossless" if lossless else "rate", rate=None if lossless else rate,
         frames_in=frames_in, frames_out=frames_out, dropped=frames_in - frames_out,
         unmatched_out=unmatched[0], event_packets=packets, seconds=elapsed,
-        fps=frames_out / elapsed, latency_ms=_percentiles(latencies),
+        fps=frames_out / elapsed, latency_ms=latency_summary(latencies),
         outputs={t: n for t, n in counts.items() if n}, node_parameters=params,
         warnings=warnings)
     (out_bag / REPLAY_SUMMARY).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
