@@ -26,11 +26,12 @@ Definitions (units: ns):
   frame arrived (``events_incomplete``), or at once while the event topic is silent
   (no packet for ``silence_timeout_ns``: ``events_missing``, the frames-only fallback).
 
-Why the packets are decoded on arrival (rather than kept encoded for a lazy
-"decode until" as :class:`derain_ros.events.EventStream` does): the synchroniser needs
-each packet's event times the moment it arrives - to know when a window is complete,
-to estimate the clock offset, to match trigger edges and to see time jump backwards.
-The byte cap applies to the decoded events (13 bytes an event).
+Events are buffered and cut by :class:`derain_ros.events.EventStream` ("decode until"):
+window ``(t_prev, t]`` is ``pop_until(t + 1)``. The packets are decoded on arrival and
+queued with ``push_decoded`` (rather than kept encoded for a lazy decode) because the
+synchroniser needs each packet's event times the moment it arrives - to know when a
+window is complete, to estimate the clock offset, to match trigger edges and to see time
+jump backwards. The byte cap applies to the decoded events (13 bytes an event).
 
 Faults handled and counted (:class:`SyncCounters`): duplicate packets (same ``seq``
 and stamp), late packets (``seq`` behind, dropped: decoders are stateful), gaps in
@@ -62,7 +63,7 @@ from derain_ros.conventions import (
     IMAGE_TOPIC,
 )
 from derain_ros.errors import DerainError, EventError, SyncError
-from derain_ros.events import dv_arrays_to_batch, make_decoder
+from derain_ros.events import Decoded, EventStream, dv_arrays_to_batch, make_decoder
 from derain_ros.images import image_to_array, to_network
 from derain_ros.records import EventBatch, TriggerBatch
 
@@ -83,8 +84,6 @@ _log = logging.getLogger(__name__)
 
 #: How frame stamps map into the event sensor clock (see the module docstring).
 CLOCK_MODES = ("sensor", "offset", "trigger")
-#: Bytes one decoded event takes in the buffer (t int64, x, y uint16, p uint8).
-EVENT_BYTES = 13
 _DEFAULT_GT_TOPICS = (GT_CLEAN_TOPIC, GT_RAIN_TOPIC, GT_DROP_MASK_TOPIC)
 
 
@@ -300,80 +299,6 @@ class _PendingFrame:
     time_estimated: bool = False
 
 
-class _EventBuffer:
-    """Decoded event chunks in time order under a byte cap, cut with :meth:`pop_through`."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.chunks: collections.deque[EventBatch] = collections.deque()
-        self.triggers: list[TriggerBatch] = []
-        self.nbytes = 0
-        self.watermark: int | None = None  # latest event time seen (ns)
-        self.cut: int | None = None  # events at or before this were handed out
-        self.lossy = False  # events of the open window were dropped
-
-    def clear(self) -> None:
-        self.chunks.clear()
-        self.triggers.clear()
-        self.nbytes = 0
-        self.watermark = None
-        self.cut = None
-        self.lossy = False
-
-    def fits(self, n_events: int) -> bool:
-        return self.nbytes + n_events * EVENT_BYTES <= self.max_bytes
-
-    def append(self, events: EventBatch, triggers: TriggerBatch) -> None:
-        if len(events):
-            self.chunks.append(events)
-            self.nbytes += len(events) * EVENT_BYTES
-        if len(triggers):
-            self.triggers.append(triggers)
-
-    def advance(self, t_ns: int) -> None:
-        self.watermark = t_ns if self.watermark is None else max(self.watermark, t_ns)
-
-    def pop_through(self, t_ns: int, width: int, height: int) -> tuple[EventBatch, TriggerBatch]:
-        """Remove and return the events and triggers with ``t <= t_ns``."""
-        out: list[EventBatch] = []
-        while self.chunks and int(self.chunks[0].t[-1]) <= t_ns:
-            chunk = self.chunks.popleft()
-            self.nbytes -= len(chunk) * EVENT_BYTES
-            out.append(chunk)
-        if self.chunks and int(self.chunks[0].t[0]) <= t_ns:
-            head, tail = self.chunks[0].split_at(t_ns + 1)
-            self.chunks[0] = tail
-            self.nbytes -= len(head) * EVENT_BYTES
-            out.append(head)
-        trig = TriggerBatch.concatenate(self.triggers) if self.triggers else TriggerBatch.empty()
-        keep = trig.t > t_ns
-        self.triggers = [TriggerBatch(trig.t[keep], trig.edge[keep], trig.id[keep])] if (
-            keep.any()) else []
-        taken = ~keep
-        self.cut = t_ns if self.cut is None else max(self.cut, t_ns)
-        events = EventBatch.concatenate(out, width, height)
-        return events, TriggerBatch(trig.t[taken], trig.edge[taken], trig.id[taken])
-
-    def drop_before(self, t_ns: int) -> None:
-        """Forget events earlier than ``t_ns`` (before the first window after a reset)."""
-        while self.chunks and int(self.chunks[0].t[-1]) < t_ns:
-            chunk = self.chunks.popleft()
-            self.nbytes -= len(chunk) * EVENT_BYTES
-        if self.chunks and int(self.chunks[0].t[0]) < t_ns:
-            _, tail = self.chunks[0].split_at(t_ns)
-            self.nbytes -= (len(self.chunks[0]) - len(tail)) * EVENT_BYTES
-            self.chunks[0] = tail
-
-    def rising_edges(self, channel: int) -> np.ndarray:
-        if not self.triggers:
-            return np.empty(0, np.int64)
-        trig = TriggerBatch.concatenate(self.triggers)
-        mask = trig.edge == 1
-        if channel >= 0:
-            mask &= trig.id == channel
-        return trig.t[mask]
-
-
 # --------------------------------------------------------------------------- synchroniser
 
 
@@ -390,7 +315,8 @@ class FrameEventSynchronizer:
         self.config = config or SyncConfig()
         self.clock = clock
         self.counters = SyncCounters()
-        self._buffer = _EventBuffer(self.config.max_buffer_bytes)
+        self._stream: EventStream | None = None  # made at the first window or packet
+        self._lossy = False  # events of the open window were dropped or lost
         self._decoder: Any = None
         self._format: tuple[str, int, int] | None = None
         self._sensor_size: tuple[int, int] | None = None
@@ -446,13 +372,14 @@ class FrameEventSynchronizer:
             decoder = self._decoder_for(encoding, int(width), int(height))
             if seq is not None and self._last_seq is not None and int(seq) < self._last_seq:
                 decoder.reset()  # not late, so the sequence restarted: a new stream
+            back = decoder.stats.backwards
             decoded = decoder.decode(payload, int(time_base))
         except EventError as err:
             c.packets_malformed += 1
             _log.warning("dropped a malformed event packet (seq %s): %s", seq, err)
             return self._drain()
         self._commit_seq(seq, stamp_ns)
-        return self._accept(decoded.events, decoded.triggers, stamp_ns)
+        return self._accept(decoded, stamp_ns, ordered=decoder.stats.backwards == back)
 
     def add_decoded(self, events: EventBatch, stamp_ns: int,
                     triggers: TriggerBatch | None = None,
@@ -469,7 +396,8 @@ class FrameEventSynchronizer:
         if len(events) > 1 and np.any(events.t[1:] < events.t[:-1]):
             events = events[np.argsort(events.t, kind="stable")]
         self._commit_seq(seq, stamp_ns)
-        return self._accept(events, triggers or TriggerBatch.empty(), stamp_ns)
+        return self._accept(Decoded(events, triggers or TriggerBatch.empty()), stamp_ns,
+                            ordered=True)
 
     def add_frame(self, image: np.ndarray | FrameImage, encoding: str | None, stamp_ns: int,
                   frame_id: str = "", sensor_time_ns: int | None = None) -> list[FrameWindow]:
@@ -513,7 +441,7 @@ class FrameEventSynchronizer:
 
     def reset(self) -> None:
         """Forget all state (counters are kept)."""
-        self._buffer.clear()
+        self._clear_events()
         self._pending.clear()
         if self._decoder is not None:
             self._decoder.reset()
@@ -553,17 +481,21 @@ class FrameEventSynchronizer:
             last = self._last_seq
             if last is not None and seq > last + 1:
                 self.counters.packet_gaps += seq - last - 1
-                self._buffer.lossy = True
+                self._lossy = True
             self._last_seq = seq
         self._last_packet_stamp = int(stamp_ns)
         self._last_packet_clock = self.clock()
 
     def _decoder_for(self, encoding: str, width: int, height: int) -> Any:
         fmt = (str(encoding), width, height)
-        if self._decoder is None or fmt != self._format:
+        # the sensor size may also have come from add_decoded (an EventArray topic)
+        changed = (self._format is not None and fmt != self._format) or (
+            self._sensor_size is not None and self._sensor_size != (width, height))
+        if self._decoder is None or changed:
             decoder = make_decoder(fmt[0], width, height)  # raises for unknown encodings
-            if self._format is not None:
-                self._format_change(f"event format {self._format} -> {fmt}")
+            if changed:
+                self._format_change(f"event format {self._format}, sensor size "
+                                    f"{self._sensor_size} -> {fmt}")
             self._decoder, self._format = decoder, fmt
             self._sensor_size = (width, height)
         return self._decoder
@@ -572,46 +504,61 @@ class FrameEventSynchronizer:
         self.counters.format_changes += 1
         _log.warning("event stream changed (%s): resetting the synchroniser", what)
         self._flush_pending_into([], incomplete=True)
-        self._buffer.clear()
+        self._clear_events()
 
-    def _accept(self, events: EventBatch, triggers: TriggerBatch,
-                stamp_ns: int) -> list[FrameWindow]:
+    def _clear_events(self) -> None:
+        """Forget the buffered events, the newest event time and the cut (time line)."""
+        if self._stream is not None:
+            self._stream.reset()
+        self._lossy = False
+
+    def _events_stream(self, width: int, height: int) -> EventStream:
+        """The event buffer, made on first use (its size follows the events pushed)."""
+        if self._stream is None:
+            self._stream = EventStream(None, width, height,
+                                       max_buffer_bytes=self.config.max_buffer_bytes)
+        return self._stream
+
+    @property
+    def _newest_t_ns(self) -> int | None:
+        return None if self._stream is None else self._stream.newest_t_ns
+
+    def _accept(self, decoded: Decoded, stamp_ns: int, *, ordered: bool) -> list[FrameWindow]:
+        """Buffer one decoded packet (``ordered``: its times do not go backwards)."""
         c = self.counters
-        buf = self._buffer
+        events, triggers = decoded
         out: list[FrameWindow] = []
         if not len(events) and not len(triggers):
             return self._drain()
         first_t = int(events.t[0]) if len(events) else int(triggers.t[0])
         last_t = int(events.t[-1]) if len(events) else int(triggers.t[-1])
         thr = self.config.reset_threshold_ns
+        newest = self._newest_t_ns
         if self._expect_events_near is not None:
             if last_t > self._expect_events_near + thr:  # a straggler of the old time line
                 c.packets_stale += 1
                 return self._drain()
             self._expect_events_near = None
-        elif buf.watermark is not None and first_t < buf.watermark - thr:
+        elif newest is not None and first_t < newest - thr:
             self._clock_reset("events", first_t, out)
         if len(events):
             self._offsets.append(int(stamp_ns) - first_t)
             c.offset_ns = self.offset_ns
-        if buf.cut is not None and len(events) and first_t <= buf.cut:
-            late = events.t <= buf.cut
-            c.events_late += int(late.sum())
-            events = events[~late]
-        c.events_in += len(events)
-        if buf.fits(len(events)):
-            buf.append(events, triggers)
-        else:
+        stream = self._events_stream(events.width, events.height)
+        late_before = stream.counters.late
+        accepted = stream.push_decoded(decoded, ordered=ordered)
+        late = stream.counters.late - late_before  # behind an already cut window
+        c.events_late += late
+        c.events_in += len(events) - late
+        if not accepted:  # the buffer is full (logged by the stream)
             c.packets_buffer_full += 1
-            c.events_dropped_buffer_full += len(events)
-            buf.lossy = True
-            _log.warning("event buffer full (%d of %d bytes): dropped a packet of %d events",
-                         buf.nbytes, buf.max_bytes, len(events))
-            if len(triggers):
-                buf.append(EventBatch.empty(events.width, events.height), triggers)
-        buf.advance(last_t)
-        c.buffer_bytes = buf.nbytes
-        c.buffer_bytes_peak = max(c.buffer_bytes_peak, buf.nbytes)
+            c.events_dropped_buffer_full += len(events) - late
+            self._lossy = True
+            if len(triggers):  # trigger edges cost no buffer bytes; trigger mode needs each
+                stream.push_decoded(Decoded(EventBatch.empty(events.width, events.height),
+                                            triggers))
+        c.buffer_bytes = stream.bytes_buffered
+        c.buffer_bytes_peak = max(c.buffer_bytes_peak, stream.bytes_buffered)
         out.extend(self._drain())
         return out
 
@@ -646,7 +593,7 @@ class FrameEventSynchronizer:
         self.counters.clock_resets += 1
         _log.warning("time jumped backwards on the %s side (to %d ns): resetting", side, t_new)
         self._flush_pending_into(out, incomplete=True)
-        self._buffer.clear()
+        self._clear_events()
         self._offsets.clear()
         self._prev_frame_t = None
         self._last_frame_input = None
@@ -689,7 +636,8 @@ class FrameEventSynchronizer:
         """Trigger mode: give ``frame`` its trigger edge's time; False while waiting."""
         cfg = self.config
         approx = int(frame.approx_ns)  # type: ignore[arg-type]
-        edges = self._buffer.rising_edges(cfg.trigger_channel)
+        edges = (np.empty(0, np.int64) if self._stream is None
+                 else self._stream.rising_edges(cfg.trigger_channel))
         if self._last_trigger_t is not None:
             edges = edges[edges > self._last_trigger_t]
         near = edges[np.abs(edges - approx) <= cfg.trigger_tolerance_ns]
@@ -697,7 +645,7 @@ class FrameEventSynchronizer:
             frame.t_ns = int(near[np.argmin(np.abs(near - approx))])
             self._last_trigger_t = frame.t_ns
             return True
-        wm = self._buffer.watermark
+        wm = self._newest_t_ns
         if (wm is not None and wm > approx + cfg.trigger_tolerance_ns) or (
                 now - frame.arrival_ns >= cfg.event_timeout_ns) or self.events_silent:
             frame.t_ns = approx
@@ -714,7 +662,7 @@ class FrameEventSynchronizer:
             frame = self._pending[0]
             if frame.t_ns is None and not self._resolve_time(frame, now, force):
                 break
-            wm = self._buffer.watermark
+            wm = self._newest_t_ns
             if wm is not None and wm > frame.t_ns:
                 self._emit(out, incomplete=False)
             elif silent or force or now - frame.arrival_ns >= cfg.event_timeout_ns:
@@ -740,15 +688,17 @@ class FrameEventSynchronizer:
         prev = self._prev_frame_t
         if prev is not None and t <= prev:  # an estimated time landed behind: keep order
             t = prev + 1
-        buf = self._buffer
         width, height = self._sensor_size or (frame.image.width, frame.image.height)
+        stream = self._events_stream(width, height)
         if prev is None:
-            buf.drop_before(t - self.config.first_window_ns)
-        events, triggers = buf.pop_through(t, width, height)
+            stream.drop_before(t - self.config.first_window_ns)
+        events, triggers = stream.pop_until(t + 1)  # the events of (prev, t]
+        if not len(events):
+            events = EventBatch.empty(width, height)  # the size frames-only windows have
         missing = incomplete and len(events) == 0
-        lossy = (incomplete or buf.lossy) and not missing
-        buf.lossy = False
-        c.buffer_bytes = buf.nbytes
+        lossy = (incomplete or self._lossy) and not missing
+        self._lossy = False
+        c.buffer_bytes = stream.bytes_buffered
         window = FrameWindow(
             index=self._index, t_ns=t, t_prev_ns=prev, image=frame.image, events=events,
             triggers=triggers, stamp_ns=frame.stamp_ns, frame_id=frame.frame_id,

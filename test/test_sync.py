@@ -355,3 +355,42 @@ def test_offset_mode_frames_before_the_first_packet_wait_for_the_offset() -> Non
     out += sync.flush()
     assert [w.t_ns for w in out] == [T0 + 5 * MS, T0 + 38 * MS]
     assert not any(w.time_estimated for w in out) and sync.counters.clock_resets == 0
+
+
+def test_events_behind_a_cut_window_are_dropped_and_counted() -> None:
+    """A window cut on timeout; its stragglers arrive later: counted, never in a window."""
+    clock = FakeClock()
+    sync = FrameEventSynchronizer(SyncConfig(event_timeout_ns=5 * MS), clock=clock)
+    events = random_events(T0, T0 + 60 * MS, 3000, seed=4)
+    pk = list(packets(events, 10 * MS))
+    for payload, tb, _, seq, first in pk[:2]:  # events up to T0 + 20 ms
+        sync.add_events(payload, tb, "libcaer", W, H, first, seq)
+    sync.add_frame(frame(), "mono8", T0 + 25 * MS)
+    clock.now += 6 * MS
+    (cut,) = sync.poll()  # nothing past 25 ms yet: cut incomplete
+    assert cut.events_incomplete and int(cut.events.t.max()) < T0 + 20 * MS
+    out = []
+    for payload, tb, _, seq, first in pk[2:]:
+        out += sync.add_events(payload, tb, "libcaer", W, H, first, seq)
+    out += sync.add_frame(frame(), "mono8", T0 + 45 * MS) + sync.flush()
+    late = int(np.count_nonzero((events.t >= T0 + 20 * MS) & (events.t <= T0 + 25 * MS)))
+    c = sync.counters
+    assert late > 0 and c.events_late == late
+    assert c.events_in == len(events) - late
+    (w,) = out
+    assert w.t_prev_ns == T0 + 25 * MS and w.events_ok
+    assert w.events.equals(events[(events.t > T0 + 25 * MS) & (events.t <= T0 + 45 * MS)])
+
+
+def test_sensor_size_change_between_message_types_resets_cleanly() -> None:
+    """EventArray-style batches of one size, then packets of another: a format change."""
+    sync = FrameEventSynchronizer()
+    small = EventBatch([T0 + MS, T0 + 2 * MS], [1, 2], [1, 2], [0, 1], 8, 6)
+    sync.add_decoded(small, T0)
+    events = random_events(T0 + 10 * MS, T0 + 100 * MS, 2000)
+    frame_times = [T0 + 40 * MS, T0 + 73 * MS]
+    windows = run_stream(sync, events, frame_times)
+    assert sync.counters.format_changes == 1
+    assert [w.t_ns for w in windows] == frame_times
+    assert windows[1].events.equals(events[(events.t > frame_times[0])
+                                           & (events.t <= frame_times[1])])
