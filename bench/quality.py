@@ -135,7 +135,8 @@ def network(path: Path):
     return run
 
 
-def finetune_gain(start: Path, bag: Path, clean_bags: list[Path]) -> tuple[float, dict, dict]:
+def finetune_gain(start: Path, bag: Path, clean_bags: list[Path],
+                  overrides: dict | None = None) -> tuple[float, dict, dict]:
     """Fine-tune ``start`` on the first half of ``bag`` (no ground truth); PSNR gain on the rest."""
     from derain_training.config import load_config
     from derain_training.trainer import Trainer
@@ -149,7 +150,7 @@ def finetune_gain(start: Path, bag: Path, clean_bags: list[Path]) -> tuple[float
         "data.cache_dir": str(plan.DATA / "cache"),
         "data.clean_bags": [str(b) for b in clean_bags], "optim.lr": 5e-5,
         "optim.warmup_steps": 5, "run.val_every": 10**6, "run.ckpt_every": FINETUNE_STEPS,
-        "losses.unsupervised.anchor": 1.0, "run.threads": 2,
+        "losses.unsupervised.anchor": 1.0, "run.threads": 2, **(overrides or {}),
     })
     with tempfile.TemporaryDirectory() as tmp:
         result = Trainer(cfg, [bag], Path(tmp) / "ft", init=start, progress=False).fit()

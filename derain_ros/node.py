@@ -140,7 +140,8 @@ PARAMETERS: dict[str, Param] = {
     "num_threads": Param(0, "torch CPU threads (0: torch's default)", range=(0, 256)),
     "warmup_width": Param(346, "warm-up frame width in px (0: no warm-up)", range=(0, 8192)),
     "warmup_height": Param(260, "warm-up frame height in px (0: no warm-up)", range=(0, 8192)),
-    "max_buffer_bytes": Param(10_000_000, "cap on buffered decoded events (bytes)",
+    "max_buffer_bytes": Param(SyncConfig.max_buffer_bytes,
+                              "cap on buffered decoded events (bytes, 13 per event)",
                               range=(1000, 2_000_000_000)),
     "clock_mode": Param("sensor", "frame time: sensor (DAVIS, same clock), offset "
                         "(separate camera), trigger (trigger events)",

@@ -204,7 +204,8 @@ class SyncConfig:
     Attributes:
         clock_mode: one of :data:`CLOCK_MODES`.
         max_buffer_bytes: cap on decoded events held (13 bytes an event); a packet that
-            does not fit is dropped and counted.
+            does not fit is dropped and counted. 64 MB is about 4.9 M events: one frame
+            interval of heavy rain at 640x480 (rain multiplies a sensor's event rate).
         event_timeout_ns: how long a frame waits for events past its time.
         silence_timeout_ns: no packet for this long means the event topic is silent:
             frames pass at once, flagged ``events_missing``.
@@ -221,7 +222,7 @@ class SyncConfig:
     """
 
     clock_mode: str = "sensor"
-    max_buffer_bytes: int = 10_000_000
+    max_buffer_bytes: int = 64_000_000
     event_timeout_ns: int = 100_000_000
     silence_timeout_ns: int = 500_000_000
     max_pending_frames: int = 8
@@ -717,6 +718,10 @@ class FrameEventSynchronizer:
 # --------------------------------------------------------------------------- bags
 
 
+#: Event buffer cap when reading a bag (bytes): bounded, but never reached in practice.
+BAG_BUFFER_BYTES = 2_000_000_000
+
+
 def windows_from_bag(path: str | Path, image_topic: str = IMAGE_TOPIC,
                      event_topic: str = EVENT_TOPIC, *,
                      extra_topics: Sequence[str] = _DEFAULT_GT_TOPICS,
@@ -727,7 +732,9 @@ def windows_from_bag(path: str | Path, image_topic: str = IMAGE_TOPIC,
     Images on ``extra_topics`` (ground truth, by default) with the same ``header.stamp``
     as a frame are attached as ``window.extras[topic]``; topics absent from the bag are
     ignored. Timeouts run on the bag's log time, so the result does not depend on read
-    speed. Raises :class:`SyncError` for a bag without the image topic (e.g. a recording
+    speed. A bag is read offline, so by default nothing is dropped for memory: the event
+    buffer cap is :data:`BAG_BUFFER_BYTES` (one frame interval of events is all it holds).
+    Raises :class:`SyncError` for a bag without the image topic (e.g. a recording
     with events only). When ``counters_out`` is a list, the synchroniser's counters
     are appended to it at the end.
     """
@@ -742,7 +749,8 @@ def windows_from_bag(path: str | Path, image_topic: str = IMAGE_TOPIC,
                             f"(topics: {', '.join(sorted(topics)) or 'none'})")
         extras = [t for t in extra_topics if t in topics]
         now = [0]
-        sync = FrameEventSynchronizer(config, clock=lambda: now[0])
+        sync = FrameEventSynchronizer(config or SyncConfig(max_buffer_bytes=BAG_BUFFER_BYTES),
+                                      clock=lambda: now[0])
         wanted = [image_topic, *extras] + ([event_topic] if event_topic in topics else [])
         waiting: collections.deque[FrameWindow] = collections.deque()
         extra_images: dict[str, dict[int, FrameImage]] = {t: {} for t in extras}
