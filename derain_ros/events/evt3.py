@@ -89,6 +89,14 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
     last = counts[7]
     counts[:7] = 0
     now = (high | low) * 1000
+    row_ok = ey < height
+    # "time went backwards" is judged when the time changes, not per event: ``last`` is
+    # the time of the last event emitted, ``emitted`` whether one was since the last
+    # time word, ``dec`` whether the next event will be earlier than ``last``.
+    emitted = False
+    dec = now < last
+    # Branches in order of frequency in real recordings (ADDR_X, ADDR_Y and TIME_HIGH
+    # words dominate; the sensor repeats TIME_HIGH and ADDR_Y for almost every event).
     while i < n:
         w = np.int64(words[i])
         i += 1
@@ -96,25 +104,33 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
         v = w & 0xFFF
         if c == 2:
             ex = v & 0x7FF
-            if ex < width and ey < height:
+            if ex < width and row_ok:
                 t[k] = now
                 x[k] = ex
                 y[k] = ey
                 p[k] = v >> 11
                 k += 1
-                if now < last:
+                if dec:
                     back += 1
-                last = now
+                    dec = False
+                emitted = True
             else:
                 oob += 1
-        elif c == 6:
-            low = v
-            now = (high | low) * 1000
         elif c == 0:
             ey = v & 0x7FF
-        elif c == 8:
-            high = _update_high(v, high)
+            row_ok = ey < height
+        elif c == 8 or c == 6:  # noqa: PLR1714 - numba-friendly
+            if emitted:
+                last = now
+                emitted = False
+            if c == 8:
+                high = _update_high(v, high)
+            else:
+                low = v
             now = (high | low) * 1000
+            dec = now < last
+        elif c == 7 or c == 9 or c == 14 or c == 15:  # noqa: PLR1714 - housekeeping, padding
+            pass
         elif c == 3:
             base_x = v & 0x7FF
             pol = v >> 11
@@ -127,15 +143,16 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
             for b in range(nbits):
                 if (v >> b) & 1:
                     ex = (base_x + b) & 0xFFFF
-                    if ex < width and ey < height:
+                    if ex < width and row_ok:
                         t[k] = now
                         x[k] = ex
                         y[k] = ey
                         p[k] = pol
                         k += 1
-                        if now < last:
+                        if dec:
                             back += 1
-                        last = now
+                            dec = False
+                        emitted = True
                     else:
                         oob += 1
             base_x = (base_x + nbits) & 0xFFFF
@@ -144,10 +161,10 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
             te[m] = v & 1
             ti[m] = (v >> 8) & 0xF
             m += 1
-        elif c == 7 or c == 9 or c == 14 or c == 15:  # noqa: PLR1714 - housekeeping, padding
-            pass
         else:
             unknown += 1
+    if emitted:
+        last = now
     state[_S_HIGH] = high
     state[_S_LOW] = low
     state[_S_Y] = ey
