@@ -315,6 +315,8 @@ _SYNC_WARNINGS = {
 
 
 def descriptor(name: str, spec: Param) -> ParameterDescriptor:
+    """The ROS parameter descriptor of ``spec``: description, range, read-only."""
+    del name
     text = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices
                                else "")
     d = ParameterDescriptor(description=text, read_only=not spec.runtime)
@@ -328,6 +330,7 @@ def descriptor(name: str, spec: Param) -> ParameterDescriptor:
     if spec.choices:
         d.additional_constraints = f"one of: {', '.join(spec.choices)}"
     return d
+
 
 class DerainNode(Node):
     """See the module docstring."""
