@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,9 +111,13 @@ def rainy_input(data: HeldOut, k: int) -> torch.Tensor:
     return data.rainy[k]
 
 
-def temporal_median(data: HeldOut, k: int) -> torch.Tensor:
-    """Per-pixel median of frames ``k-1, k, k+1`` (offline: it uses the next frame)."""
-    return torch.stack(data.rainy[k - 1:k + 2]).median(dim=0).values
+def temporal_median(data: HeldOut) -> Callable[[HeldOut, int], torch.Tensor]:
+    """The evaluation's baseline: per-pixel median of frames ``k-1, k, k+1`` (offline: it
+    uses the next frame), from :func:`derain_ros.eval.baselines.temporal_median`."""
+    from derain_ros.eval.baselines import temporal_median as median
+
+    medians = median([f.numpy() for f in data.rainy], 3)
+    return lambda _data, k: torch.from_numpy(medians[k])
 
 
 def network(path: Path):
@@ -170,7 +175,7 @@ def main() -> int:
     data = load_heldout(eval_bag)
     rows: dict[str, dict | None] = {
         "input": score(data, rainy_input),
-        "median": score(data, temporal_median),
+        "median": score(data, temporal_median(data)),
     }
     for key, name in MODELS.items():
         ckpt = checkpoint_for(name)

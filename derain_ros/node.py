@@ -76,7 +76,6 @@ from derain_ros.ros import (
     LatencyWindow,
     RateMeter,
     array_msg,
-    event_array_to_batch,
     frame_from_msg,
     header_from,
     image_msg,
@@ -84,7 +83,12 @@ from derain_ros.ros import (
     qos_profile,
     status_msg,
 )
-from derain_ros.sync import FrameEventSynchronizer, SyncConfig, stamp_to_ns
+from derain_ros.sync import (
+    FrameEventSynchronizer,
+    SyncConfig,
+    event_array_msg_to_batch,
+    stamp_to_ns,
+)
 
 __all__ = ["PARAMETERS", "DerainNode", "NodeConfig", "add_arguments", "main", "run"]
 
@@ -461,7 +465,7 @@ class DerainNode(Node):
     def _on_event_array(self, msg: Any) -> None:
         self.packets_in.tick()
         try:
-            batch = event_array_to_batch(msg)
+            batch = event_array_msg_to_batch(msg)
         except DerainError as err:
             self.sync.counters.packets_malformed += 1
             self._problem("bad_event_array", self.errors, str(err))

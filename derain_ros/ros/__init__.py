@@ -7,7 +7,6 @@ core (sync, events, model, engine) stays ROS-free.
 from derain_ros.ros.diagnostics import LatencyWindow, RateMeter, array_msg, status_msg
 from derain_ros.ros.messages import (
     HAVE_CV_BRIDGE,
-    event_array_to_batch,
     frame_from_msg,
     header_from,
     image_msg,
@@ -22,7 +21,6 @@ __all__ = [
     "LatencyWindow",
     "RateMeter",
     "array_msg",
-    "event_array_to_batch",
     "frame_from_msg",
     "header_from",
     "image_msg",

@@ -7,8 +7,6 @@ where cv_bridge exists). Published images keep the input's header (stamp and fra
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
@@ -21,8 +19,7 @@ from derain_ros.images import (
     is_color,
     output_encoding,
 )
-from derain_ros.records import EventBatch
-from derain_ros.sync import FrameImage, event_array_msg_to_batch, image_from_msg
+from derain_ros.sync import FrameImage, image_from_msg
 
 try:  # a vehicle's ROS install has it; the PyPI wheels here do not
     from cv_bridge import CvBridge as _CvBridge
@@ -31,7 +28,6 @@ except ImportError:  # pragma: no cover - depends on the install
 
 __all__ = [
     "HAVE_CV_BRIDGE",
-    "event_array_to_batch",
     "frame_from_msg",
     "header_from",
     "image_msg",
@@ -96,6 +92,3 @@ def network_image_msg(image: np.ndarray, like_encoding: str, header: Header) -> 
     return image_msg(from_network(image, out_enc), out_enc, header)
 
 
-def event_array_to_batch(msg: Any) -> EventBatch:
-    """A ``dv_ros2_msgs/EventArray`` as an EventBatch (the slow per-event path)."""
-    return event_array_msg_to_batch(msg)
