@@ -38,6 +38,7 @@ from derain_ros.records import EventBatch, TriggerBatch
 
 __all__ = [
     "DEFAULT_MAX_PACKET_BYTES",
+    "Buffers",
     "Decoded",
     "Decoder",
     "DecoderStats",
@@ -165,10 +166,6 @@ class Decoder(ABC):
         self._last_t = NO_TIME
         self._state = np.zeros(1, np.int64)
         self._counts = np.zeros(8, np.int64)
-        self._t = np.empty(0, np.int64)
-        self._x = self._y = np.empty(0, np.uint16)
-        self._p = self._te = self._ti = np.empty(0, np.uint8)
-        self._tt = np.empty(0, np.int64)
         self.reset()
 
     def reset(self) -> None:
@@ -187,17 +184,13 @@ class Decoder(ABC):
         words = as_words(payload, self.word_dtype, self.max_packet_bytes)
         tb = check_time_base(time_base)
         self._check_words(words, tb)
-        n = words.shape[0]
+        n_events, n_triggers = self._capacity(words)
+        out = Buffers.allocate(n_events, n_triggers if self.has_triggers else 0)
         c = self._counts
-        if self._t.shape[0] <= n:
-            self._reserve(self._capacity(n, vectors=False))
         c[_C_LAST_T] = self._last_t
-        self._kernel(words, tb, c)
-        if c[_C_MORE]:  # vector words: more events than words; redo with room for all.
-            # (kernels write the carried state back only when they finish)
-            self._reserve(self._capacity(n, vectors=True))
-            c[_C_LAST_T] = self._last_t
-            self._kernel(words, tb, c)
+        self._kernel(words, tb, c, out)
+        if c[_C_MORE]:  # the capacity bound is a format's invariant: this is a bug
+            raise RuntimeError(f"{self.encoding} decoder: output capacity {n_events} too small")
         k, m, oob, invalid, unknown, back, _, self._last_t = c.tolist()
         st = self.stats
         st.packets += 1
@@ -211,33 +204,19 @@ class Decoder(ABC):
         if oob and self.strict:
             raise EventOutOfBoundsError(
                 f"{oob} {self.encoding} events outside the {self.width}x{self.height} sensor")
-        events = EventBatch._unchecked(self._t[:k].copy(), self._x[:k].copy(), self._y[:k].copy(),
-                                self._p[:k].copy(), self.width, self.height)
+        events = EventBatch._unchecked(_trim(out.t, k), _trim(out.x, k), _trim(out.y, k),
+                                       _trim(out.p, k), self.width, self.height)
         if m:
-            triggers = TriggerBatch(self._tt[:m].copy(), self._te[:m].copy(),
-                                    self._ti[:m].copy())
+            triggers = TriggerBatch(_trim(out.tt, m), _trim(out.te, m), _trim(out.ti, m))
         else:
             triggers = _NO_TRIGGERS
         return Decoded(events, triggers)
 
-    def _reserve(self, cap: int) -> None:
-        """Make the decoder's reusable output buffers hold ``cap`` events (and triggers)."""
-        if self._t.shape[0] < cap:
-            cap = max(cap, 2 * self._t.shape[0])
-            self._t = np.empty(cap, np.int64)
-            self._x = np.empty(cap, np.uint16)
-            self._y = np.empty(cap, np.uint16)
-            self._p = np.empty(cap, np.uint8)
-            if self.has_triggers:
-                self._tt = np.empty(cap, np.int64)
-                self._te = np.empty(cap, np.uint8)
-                self._ti = np.empty(cap, np.uint8)
-
-    def _capacity(self, n_words: int, *, vectors: bool) -> int:
-        """Output slots a packet of ``n_words`` may need (at most one event per word
-        unless ``vectors``: formats with vector words override this)."""
-        del vectors
-        return n_words + 1
+    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
+        """Output slots for ``words``: ``(events, triggers)``, each at least what the
+        kernel may write. Formats with one event per word keep this default; formats
+        with vector words count them (a fast pass over the words)."""
+        return words.shape[0] + 1, 0
 
     def _check_words(self, words: np.ndarray, time_base: int) -> None:
         """Format-specific checks before decoding (raise an EventError subclass)."""
@@ -248,8 +227,40 @@ class Decoder(ABC):
         """Reset the format's carried state (``self._state``, an int64 array)."""
 
     @abstractmethod
-    def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray) -> None:
-        """Decode ``words`` into the output buffers, filling ``counts`` (see ``_C_*``)."""
+    def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
+                out: Buffers) -> None:
+        """Decode ``words`` into ``out``, filling ``counts`` (see ``_C_*``)."""
+
+
+class Buffers(NamedTuple):
+    """The fresh arrays one packet decodes into; the returned batches are their heads.
+
+    Why fresh, not reused: the events are handed out without a copy, so a decoder
+    writes straight into the arrays it returns (a copy of every event cost as much as
+    decoding it). Sizes come from :meth:`Decoder._capacity`.
+    """
+
+    t: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+    p: np.ndarray
+    tt: np.ndarray
+    te: np.ndarray
+    ti: np.ndarray
+
+    @classmethod
+    def allocate(cls, n_events: int, n_triggers: int) -> Buffers:
+        """Uninitialised buffers for ``n_events`` events and ``n_triggers`` triggers."""
+        return cls(np.empty(n_events, np.int64), np.empty(n_events, np.uint16),
+                   np.empty(n_events, np.uint16), np.empty(n_events, np.uint8),
+                   np.empty(n_triggers, np.int64), np.empty(n_triggers, np.uint8),
+                   np.empty(n_triggers, np.uint8))
+
+
+def _trim(a: np.ndarray, k: int) -> np.ndarray:
+    """The first ``k`` items of a buffer: a view when that is most of it, else a copy
+    (so a packet of mostly dropped events does not pin its whole buffer)."""
+    return a[:k] if 2 * k >= a.shape[0] else a[:k].copy()
 
 
 # slots of the counts array a kernel fills (and _C_LAST_T it also reads)

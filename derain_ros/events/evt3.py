@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from derain_ros.events._jit import njit
-from derain_ros.events.base import Decoder, Encoder, register_decoder, register_encoder
+from derain_ros.events.base import Buffers, Decoder, Encoder, register_decoder, register_encoder
 from derain_ros.events.errors import EncodingError, TimeOrderError
 from derain_ros.records import EventBatch, TriggerBatch
 
@@ -54,6 +54,22 @@ def _update_high(v: int, high: int) -> int:
     if v < last and last - v > _WRAP_MIN_DISTANCE:
         high += _WRAP_US
     return (high & ~0xFFFFFF) | (v << 12)
+
+
+@njit
+def _evt3_count(words):
+    """Upper bounds of the events and triggers in ``words``: one pass, vectorised."""
+    single = 0
+    v12 = 0
+    v8 = 0
+    trig = 0
+    for i in range(words.shape[0]):
+        c = words[i] >> 12
+        single += c == 2
+        v12 += c == 4
+        v8 += c == 5
+        trig += c == 10
+    return single + 12 * v12 + 8 * v8, trig
 
 
 @njit
@@ -190,13 +206,15 @@ class Evt3Decoder(Decoder):
     def _reset_state(self) -> None:
         self._state = np.zeros(6, np.int64)
 
-    def _capacity(self, n_words: int, *, vectors: bool) -> int:
-        return 12 * n_words + 1 if vectors else n_words + 1
+    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
+        events, triggers = _evt3_count(words)
+        return events + 13, triggers + 1  # + room for the kernel's vector guard
 
-    def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray) -> None:
+    def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
+                out: Buffers) -> None:
         del time_base  # evt3 carries its own time; time_base is unused by definition
-        _evt3_kernel(words, self._state, self.width, self.height, self._t, self._x, self._y,
-                     self._p, self._tt, self._te, self._ti, counts)
+        _evt3_kernel(words, self._state, self.width, self.height, out.t, out.x, out.y,
+                     out.p, out.tt, out.te, out.ti, counts)
 
 
 #: gaps of the high counter up to this are written one step per TIME_HIGH, as the sensor
