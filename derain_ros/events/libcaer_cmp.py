@@ -72,27 +72,25 @@ def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
                 y[k] = ey
                 p[k] = v >> 11
                 k += 1
-                if now < last:
-                    back += 1
+                back += now < last
                 last = now
             else:
                 oob += 1
-        elif c == 2:
-            ex = v & 0x7FF
-        elif c == 1:
-            low = v
-            now = time_base + (high | low) * 1000
-        elif c == 0:
-            high = v << 12
+        elif c <= 2:
+            # ADDR_X, TIME_LOW and TIME_HIGH share one branch and pick with selects:
+            # whether a time word follows an event is the sensor's whim, and a
+            # mispredicted branch per event cost a third of the decoder's time
+            ex = (v & 0x7FF) if c == 2 else ex
+            low = v if c == 1 else low
+            high = (v << 12) if c == 0 else high
             now = time_base + (high | low) * 1000
         elif c == 4:
             base_y = v & 0x7FF
             pol = v >> 11
         elif c == 5:
             if k + 8 > cap:
-                counts[6] = 1  # needs room for vectors: the caller retries
+                counts[6] = 1  # no room: the capacity bound is wrong (the caller raises)
                 return
-
             for b in range(8):
                 if (v >> b) & 1:
                     ey = (base_y + b) & 0xFFFF
@@ -102,8 +100,7 @@ def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
                         y[k] = ey
                         p[k] = pol
                         k += 1
-                        if now < last:
-                            back += 1
+                        back += now < last
                         last = now
                     else:
                         oob += 1
