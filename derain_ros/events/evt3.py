@@ -90,7 +90,7 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
     if valid == 0:
         has_high = False
         while i < n:
-            w = np.int64(words[i])
+            w = np.int64(words[np.uint64(i)])
             c = w >> 12
             i += 1
             if c == 6:
@@ -109,36 +109,38 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
     last = counts[7]  # time of the last event emitted (for the "backwards" count)
     counts[:7] = 0
     now = (high | low) * 1000
+    wraps = high >> 24
+    hi = (high >> 12) & 0xFFF
     row_ok = ey < height
     # Branches in order of frequency in real recordings: ADDR_X (an event), then the
     # time words, then ADDR_Y. TIME_HIGH and TIME_LOW share one branch whose body picks
     # with selects, not branches: after an event comes a HIGH or a LOW at the sensor's
     # whim, and a mispredicted branch per event cost a third of the decoder's time.
     while i < n:
-        w = np.int64(words[i])
+        w = np.int64(words[np.uint64(i)])
         i += 1
         c = w >> 12
         v = w & 0xFFF
         if c == 2:
             ex = v & 0x7FF
             if ex < width and row_ok:
-                t[k] = now
-                x[k] = ex
-                y[k] = ey
-                p[k] = v >> 11
+                t[np.uint64(k)] = now
+                x[np.uint64(k)] = ex
+                y[np.uint64(k)] = ey
+                p[np.uint64(k)] = v >> 11
                 k += 1
                 back += now < last
                 last = now
             else:
                 oob += 1
         elif (_TIME_CODES >> c) & 1:
+            # wraps, the 12 high bits and the low bits are kept apart so that each
+            # depends only on its own last value (short dependency chains)
             is_high = c == 8
-            lh = (high >> 12) & 0xFFF
-            wrap = is_high & (v < lh) & (lh - v > _WRAP_MIN_DISTANCE)
-            next_high = ((high + (np.int64(wrap) << 24)) & ~0xFFFFFF) | (v << 12)
-            high = next_high if is_high else high
+            wraps += is_high & (v < hi) & (hi - v > _WRAP_MIN_DISTANCE)
+            hi = v if is_high else hi
             low = low if is_high else v
-            now = (high | low) * 1000
+            now = ((wraps << 24) | (hi << 12) | low) * 1000
         elif c == 0:
             ey = v & 0x7FF
             row_ok = ey < height
@@ -156,10 +158,10 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
                 if (v >> b) & 1:
                     ex = (base_x + b) & 0xFFFF
                     if ex < width and row_ok:
-                        t[k] = now
-                        x[k] = ex
-                        y[k] = ey
-                        p[k] = pol
+                        t[np.uint64(k)] = now
+                        x[np.uint64(k)] = ex
+                        y[np.uint64(k)] = ey
+                        p[np.uint64(k)] = pol
                         k += 1
                         back += now < last
                         last = now
@@ -167,13 +169,13 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
                         oob += 1
             base_x = (base_x + nbits) & 0xFFFF
         elif c == 10:
-            tt[m] = now
-            te[m] = v & 1
-            ti[m] = (v >> 8) & 0xF
+            tt[np.uint64(m)] = now
+            te[np.uint64(m)] = v & 1
+            ti[np.uint64(m)] = (v >> 8) & 0xF
             m += 1
         else:
             unknown += 1
-    state[_S_HIGH] = high
+    state[_S_HIGH] = (wraps << 24) | (hi << 12)
     state[_S_LOW] = low
     state[_S_Y] = ey
     state[_S_BASE_X] = base_x

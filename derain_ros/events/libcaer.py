@@ -47,8 +47,8 @@ def _libcaer_kernel(words, time_base, width, height, t, x, y, p, counts):
     last = counts[7]
     counts[:7] = 0
     for i in range(n):
-        d = words[2 * i]
-        s = np.int64(np.int32(words[2 * i + 1]))
+        d = words[np.uint64(2 * i)]
+        s = np.int64(np.int32(words[np.uint64(2 * i + 1)]))
         if s < 0:
             invalid += 1
             continue
@@ -62,10 +62,10 @@ def _libcaer_kernel(words, time_base, width, height, t, x, y, p, counts):
         ey = (d >> 2) & 0x7FFF
         if ex < width and ey < height:
             now = high + s * 1000
-            t[k] = now
-            x[k] = ex
-            y[k] = ey
-            p[k] = (d >> 1) & 1
+            t[np.uint64(k)] = now
+            x[np.uint64(k)] = ex
+            y[np.uint64(k)] = ey
+            p[np.uint64(k)] = (d >> 1) & 1
             k += 1
             if now < last:
                 back += 1

@@ -61,16 +61,16 @@ def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
     last = counts[7]
     counts[:7] = 0
     for i in range(n):
-        w = np.int64(words[i])
+        w = np.int64(words[np.uint64(i)])
         c = w >> 12
         v = w & 0xFFF
         if c == 3:
             ey = v & 0x7FF
             if ex < width and ey < height:
-                t[k] = now
-                x[k] = ex
-                y[k] = ey
-                p[k] = v >> 11
+                t[np.uint64(k)] = now
+                x[np.uint64(k)] = ex
+                y[np.uint64(k)] = ey
+                p[np.uint64(k)] = v >> 11
                 k += 1
                 back += now < last
                 last = now
@@ -95,10 +95,10 @@ def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
                 if (v >> b) & 1:
                     ey = (base_y + b) & 0xFFFF
                     if ex < width and ey < height:
-                        t[k] = now
-                        x[k] = ex
-                        y[k] = ey
-                        p[k] = pol
+                        t[np.uint64(k)] = now
+                        x[np.uint64(k)] = ex
+                        y[np.uint64(k)] = ey
+                        p[np.uint64(k)] = pol
                         k += 1
                         back += now < last
                         last = now

@@ -27,15 +27,15 @@ def _mono_kernel(words, time_base, width, height, t, x, y, p, counts):
     last = counts[7]
     counts[:7] = 0
     for i in range(n):
-        w = words[i]
+        w = words[np.uint64(i)]
         ex = (w >> 32) & 0xFFFF
         ey = (w >> 48) & 0x7FFF
         if ex < width and ey < height:
             now = time_base + np.int64(w & 0xFFFFFFFF)
-            t[k] = now
-            x[k] = ex
-            y[k] = ey
-            p[k] = w >> 63
+            t[np.uint64(k)] = now
+            x[np.uint64(k)] = ex
+            y[np.uint64(k)] = ey
+            p[np.uint64(k)] = w >> 63
             k += 1
             if now < last:
                 back += 1
