@@ -99,9 +99,13 @@ class EventBatch:
         large share of decoding a 1 ms packet. Everyone else uses the constructor.
         """
         batch = object.__new__(cls)
-        for name, value in (("t", t), ("x", x), ("y", y), ("p", p), ("width", width),
-                            ("height", height)):
-            object.__setattr__(batch, name, value)
+        setattr_ = object.__setattr__  # the dataclass is frozen
+        setattr_(batch, "t", t)
+        setattr_(batch, "x", x)
+        setattr_(batch, "y", y)
+        setattr_(batch, "p", p)
+        setattr_(batch, "width", width)
+        setattr_(batch, "height", height)
         return batch
 
     def __len__(self) -> int:

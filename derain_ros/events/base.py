@@ -250,11 +250,18 @@ class Buffers(NamedTuple):
 
     @classmethod
     def allocate(cls, n_events: int, n_triggers: int) -> Buffers:
-        """Uninitialised buffers for ``n_events`` events and ``n_triggers`` triggers."""
+        """Uninitialised buffers for ``n_events`` events and ``n_triggers`` triggers
+        (with no triggers, shared empty arrays: kernels write none there)."""
+        if n_triggers:
+            tt, te, ti = (np.empty(n_triggers, np.int64), np.empty(n_triggers, np.uint8),
+                          np.empty(n_triggers, np.uint8))
+        else:
+            tt, te, ti = _NO_TRIGGER_BUFFERS
         return cls(np.empty(n_events, np.int64), np.empty(n_events, np.uint16),
-                   np.empty(n_events, np.uint16), np.empty(n_events, np.uint8),
-                   np.empty(n_triggers, np.int64), np.empty(n_triggers, np.uint8),
-                   np.empty(n_triggers, np.uint8))
+                   np.empty(n_events, np.uint16), np.empty(n_events, np.uint8), tt, te, ti)
+
+
+_NO_TRIGGER_BUFFERS = (np.empty(0, np.int64), np.empty(0, np.uint8), np.empty(0, np.uint8))
 
 
 def _trim(a: np.ndarray, k: int) -> np.ndarray:

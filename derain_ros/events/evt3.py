@@ -202,7 +202,7 @@ class Evt3Decoder(Decoder):
 
     def _capacity(self, words: np.ndarray) -> tuple[int, int]:
         events, triggers = _evt3_count(words)
-        return events + 13, triggers + 1  # + room for the kernel's vector guard
+        return events + 13, triggers  # + room for the kernel's vector guard
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
                 out: Buffers) -> None:
