@@ -19,15 +19,24 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-__all__ = ["HAVE_NUMBA", "njit"]
+__all__ = ["HAVE_NUMBA", "leading_zeros", "njit", "trailing_zeros"]
 
 _log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
 
 try:
     import numba as _numba
+    from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
 except ImportError:  # pragma: no cover - exercised only where numba is absent
     _numba = None
+
+    def leading_zeros(m: int) -> int:
+        """Leading zero bits of a 64-bit ``m`` (numba's intrinsic, in plain Python)."""
+        return 64 - int(m).bit_length()
+
+    def trailing_zeros(m: int) -> int:
+        """Trailing zero bits of a non-zero 64-bit ``m``."""
+        return (int(m) & -int(m)).bit_length() - 1
 
 HAVE_NUMBA = _numba is not None
 _warned = False

@@ -32,162 +32,25 @@ bench compares speed and results with it.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from derain_ros.events._jit import njit
 from derain_ros.events.base import Buffers, Decoder, Encoder, register_decoder, register_encoder
 from derain_ros.events.errors import EncodingError, TimeOrderError
+from derain_ros.events.evt3_kernels import (
+    _S_VALID,
+    BLOCK,
+    BLOCK_MIN_WORDS,
+    _evt3_block_kernel,
+    _evt3_count,
+    _evt3_kernel,
+    _evt3_scan,
+)
 from derain_ros.records import EventBatch, TriggerBatch
 
 __all__ = ["Evt3Decoder", "Evt3Encoder"]
-
-# state slots of the decoder (int64 array, carried across packets)
-_S_HIGH, _S_LOW, _S_Y, _S_BASE_X, _S_POL, _S_VALID = range(6)
-#: a TIME_HIGH this far below the previous one (or less) is jitter, not a wrap
-_WRAP_MIN_DISTANCE = 10
-_WRAP_US = 1 << 24
-#: TIME_LOW and TIME_HIGH (bit masks of word codes)
-_TIME_CODES = (1 << 6) | (1 << 8)
-#: CONTINUED_4, padding, OTHERS, CONTINUED_12: carry no events, skipped
-_SKIPPED_CODES = (1 << 7) | (1 << 9) | (1 << 14) | (1 << 15)
-
-
-@njit
-def _update_high(v: int, high: int) -> int:
-    last = (high >> 12) & 0xFFF
-    if v < last and last - v > _WRAP_MIN_DISTANCE:
-        high += _WRAP_US
-    return (high & ~0xFFFFFF) | (v << 12)
-
-
-@njit
-def _evt3_count(words):
-    """Upper bounds of the events and triggers in ``words``: one pass, vectorised."""
-    single = 0
-    v12 = 0
-    v8 = 0
-    trig = 0
-    for i in range(words.shape[0]):
-        c = words[i] >> 12
-        single += c == 2
-        v12 += c == 4
-        v8 += c == 5
-        trig += c == 10
-    return single + 12 * v12 + 8 * v8, trig
-
-
-@njit
-def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
-    n = words.shape[0]
-    cap = t.shape[0]
-    high = state[_S_HIGH]
-    low = state[_S_LOW]
-    ey = state[_S_Y]
-    base_x = state[_S_BASE_X]
-    pol = state[_S_POL]
-    i = 0
-    valid = state[_S_VALID]
-    if valid == 0:
-        has_high = False
-        while i < n:
-            w = np.int64(words[np.uint64(i)])
-            c = w >> 12
-            i += 1
-            if c == 6:
-                low = w & 0xFFF
-                if has_high:
-                    valid = 1
-                    break
-            elif c == 8:
-                high = _update_high(w & 0xFFF, high)
-                has_high = True
-    k = 0
-    m = 0
-    oob = 0
-    unknown = 0
-    back = 0
-    last = counts[7]  # time of the last event emitted (for the "backwards" count)
-    counts[:7] = 0
-    now = (high | low) * 1000
-    wraps = high >> 24
-    hi = (high >> 12) & 0xFFF
-    row_ok = ey < height
-    # Branches in order of frequency in real recordings: ADDR_X (an event), then the
-    # time words, then ADDR_Y. TIME_HIGH and TIME_LOW share one branch whose body picks
-    # with selects, not branches: after an event comes a HIGH or a LOW at the sensor's
-    # whim, and a mispredicted branch per event cost a third of the decoder's time.
-    while i < n:
-        w = np.int64(words[np.uint64(i)])
-        i += 1
-        c = w >> 12
-        v = w & 0xFFF
-        if c == 2:
-            ex = v & 0x7FF
-            if ex < width and row_ok:
-                t[np.uint64(k)] = now
-                x[np.uint64(k)] = ex
-                y[np.uint64(k)] = ey
-                p[np.uint64(k)] = v >> 11
-                k += 1
-                back += now < last
-                last = now
-            else:
-                oob += 1
-        elif (_TIME_CODES >> c) & 1:
-            # wraps, the 12 high bits and the low bits are kept apart so that each
-            # depends only on its own last value (short dependency chains)
-            is_high = c == 8
-            wraps += is_high & (v < hi) & (hi - v > _WRAP_MIN_DISTANCE)
-            hi = v if is_high else hi
-            low = low if is_high else v
-            now = ((wraps << 24) | (hi << 12) | low) * 1000
-        elif c == 0:
-            ey = v & 0x7FF
-            row_ok = ey < height
-        elif (_SKIPPED_CODES >> c) & 1:
-            pass
-        elif c == 3:
-            base_x = v & 0x7FF
-            pol = v >> 11
-        elif c == 4 or c == 5:  # noqa: PLR1714 - numba-friendly
-            if k + 12 > cap:
-                counts[6] = 1  # no room: the capacity bound is wrong (the caller raises)
-                return
-            nbits = 12 if c == 4 else 8
-            for b in range(nbits):
-                if (v >> b) & 1:
-                    ex = (base_x + b) & 0xFFFF
-                    if ex < width and row_ok:
-                        t[np.uint64(k)] = now
-                        x[np.uint64(k)] = ex
-                        y[np.uint64(k)] = ey
-                        p[np.uint64(k)] = pol
-                        k += 1
-                        back += now < last
-                        last = now
-                    else:
-                        oob += 1
-            base_x = (base_x + nbits) & 0xFFFF
-        elif c == 10:
-            tt[np.uint64(m)] = now
-            te[np.uint64(m)] = v & 1
-            ti[np.uint64(m)] = (v >> 8) & 0xF
-            m += 1
-        else:
-            unknown += 1
-    state[_S_HIGH] = (wraps << 24) | (hi << 12)
-    state[_S_LOW] = low
-    state[_S_Y] = ey
-    state[_S_BASE_X] = base_x
-    state[_S_POL] = pol
-    state[_S_VALID] = valid
-    counts[0] = k
-    counts[1] = m
-    counts[2] = oob
-    counts[4] = unknown
-    counts[5] = back
-    counts[7] = last
-
 
 @register_decoder
 class Evt3Decoder(Decoder):
@@ -199,16 +62,46 @@ class Evt3Decoder(Decoder):
 
     def _reset_state(self) -> None:
         self._state = np.zeros(6, np.int64)
+        self._scan = None
 
     def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        events, triggers = _evt3_count(words)
-        return events + 13, triggers  # + room for the kernel's vector guard
+        # long packets: the block decoder's first pass also gives the bounds (its table
+        # is kept for _kernel, which the base class calls next with the same words)
+        if words.shape[0] >= BLOCK_MIN_WORDS:
+            table = _block_table(words.shape[0] // BLOCK + 1)
+            start, blocks, events, triggers = _evt3_scan(words, self._state[_S_VALID], table)
+            self._scan = (table, start, blocks)
+        else:
+            self._scan = None
+            events, triggers = _evt3_count(words)
+        return events + 13, triggers  # + room for the scalar loop's vector guard
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
                 out: Buffers) -> None:
         del time_base  # evt3 carries its own time; time_base is unused by definition
-        _evt3_kernel(words, self._state, self.width, self.height, out.t, out.x, out.y,
-                     out.p, out.tt, out.te, out.ti, counts)
+        scan, self._scan = self._scan, None
+        if scan is None:
+            _evt3_kernel(words, self._state, self.width, self.height, out.t, out.x, out.y,
+                         out.p, out.tt, out.te, out.ti, counts)
+        else:
+            table, start, blocks = scan
+            _evt3_block_kernel(words, table, start, blocks, self._state, self.width,
+                               self.height, out.t, out.x, out.y, out.p, out.tt, out.te,
+                               out.ti, counts)
+
+
+_local = threading.local()
+
+
+def _block_table(rows: int) -> np.ndarray:
+    """The block decoder's table, kept per thread and grown as needed: allocating it
+    afresh for every long packet made glibc hand its pages back and fault them in again
+    (page faults cost about a third of decoding a 2M-event payload here)."""
+    table = getattr(_local, "table", None)
+    if table is None or table.shape[0] < rows:
+        table = np.empty((max(rows, 1024), 6), np.int64)
+        _local.table = table
+    return table
 
 
 #: gaps of the high counter up to this are written one step per TIME_HIGH, as the sensor
