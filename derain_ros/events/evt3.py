@@ -28,6 +28,10 @@ a TIME_LOW. Events take the time of the last time words seen.
 Why hand-written: no maintained Python library decodes the EventPacket form of evt3
 with stream state across packets (the ``evt3`` PyPI package decodes whole files); the
 bench compares speed and results with it.
+
+The decoding loops live in :mod:`derain_ros.events.evt3_kernels`: a scalar state machine
+(the definition, used for short packets) and a block decoder for packets of
+``BLOCK_MIN_WORDS`` words and more, tested to give identical results.
 """
 
 from __future__ import annotations

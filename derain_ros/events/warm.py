@@ -16,6 +16,9 @@ from derain_ros.records import EventBatch
 
 __all__ = ["warm_up"]
 
+#: a payload long enough for every decoder's long-packet path (a multiple of 8 bytes)
+_LONG_PAYLOAD_BYTES = 16 * 1024
+
 
 def warm_up(*, voxel: bool = True) -> float:
     """Run every decoder, encoder (and voxel kernel) once; returns the seconds it took."""
@@ -28,6 +31,8 @@ def warm_up(*, voxel: bool = True) -> float:
         make_decoder(enc, 4, 4).decode(payload, time_base)
     for enc in decoder_encodings():
         make_decoder(enc, 4, 4).decode(b"\x00" * 16, 0)
+        # long packets take other kernels in some formats (evt3's block decoder)
+        make_decoder(enc, 4, 4).decode(b"\x00" * _LONG_PAYLOAD_BYTES, 0)
     if voxel:
         from derain_ros.events import voxel as _voxel  # imports torch: only when asked
 
