@@ -23,14 +23,23 @@ from derain_ros.events import (
     decoder_encodings,
     make_decoder,
     make_encoder,
+    warm_up,
 )
 from derain_ros.records import EventBatch
 
 ROOT_BAGS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "event_bags"
 REAL = {"evt3": "prophesee_evt3_1280x720_trigger", "libcaer": "dvxplorer_libcaer_640x480",
         "libcaer_cmp": "davis346_libcaer_cmp"}
+# the deadline catches a decoder that hangs; kernels are compiled before (see below)
 FUZZ = settings(max_examples=600, deadline=2000, suppress_health_check=list(HealthCheck))
 W, H = 346, 260  # small sensor: random words often land outside it
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _compiled_kernels() -> None:
+    """numba compiles a kernel at its first call (seconds with a cold cache, as on a
+    fresh CI clone): do it before the fuzz, so the deadline measures decoding only."""
+    warm_up(voxel=False)
 
 
 @cache

@@ -63,6 +63,17 @@ def _evt3_sync(words, valid, high, low):
 
 
 @njit
+def _store_counts(counts, k, m, oob, unknown, back, last):
+    """A kernel's results into ``counts`` (slots as in :mod:`derain_ros.events.base`)."""
+    counts[0] = k
+    counts[1] = m
+    counts[2] = oob
+    counts[4] = unknown
+    counts[5] = back
+    counts[7] = last
+
+
+@njit
 def _evt3_count(words):
     """Upper bounds of the events and triggers in ``words``: one pass, vectorised."""
     single = 0
@@ -168,12 +179,7 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
     state[_S_BASE_X] = base_x
     state[_S_POL] = pol
     state[_S_VALID] = valid
-    counts[0] = k
-    counts[1] = m
-    counts[2] = oob
-    counts[4] = unknown
-    counts[5] = back
-    counts[7] = last
+    _store_counts(counts, k, m, oob, unknown, back, last)
 
 
 #: words per block of the block decoder (one bit each in a uint64 mask)
@@ -349,9 +355,4 @@ def _evt3_block_kernel(words, table, start, blocks, state, width, height,
             state[_S_LOW] = _last_payload(words, base, ml)
         if mh:
             state[_S_HIGH] = (wraps << 24) | (_last_payload(words, base, mh) << 12)
-    counts[0] = k
-    counts[1] = m
-    counts[2] = oob
-    counts[4] = unknown
-    counts[5] = back
-    counts[7] = last
+    _store_counts(counts, k, m, oob, unknown, back, last)
