@@ -44,6 +44,7 @@ __all__ = [
     "DecoderStats",
     "Encoder",
     "Payload",
+    "Plan",
     "decoder_encodings",
     "encoder_encodings",
     "make_decoder",
@@ -151,8 +152,6 @@ class Decoder(ABC):
     encoding: ClassVar[str]
     #: payload word: numpy dtype string (little-endian)
     word_dtype: ClassVar[str]
-    #: whether the format carries external trigger events
-    has_triggers: ClassVar[bool] = False
 
     def __init__(self, width: int, height: int, *,
                  max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES, strict: bool = False) -> None:
@@ -184,13 +183,13 @@ class Decoder(ABC):
         words = as_words(payload, self.word_dtype, self.max_packet_bytes)
         tb = check_time_base(time_base)
         self._check_words(words, tb)
-        n_events, n_triggers = self._capacity(words)
-        out = Buffers.allocate(n_events, n_triggers if self.has_triggers else 0)
+        plan = self._plan(words)
+        out = Buffers.allocate(plan.events, plan.triggers)
         c = self._counts
         c[_C_LAST_T] = self._last_t
-        self._kernel(words, tb, c, out)
+        self._kernel(words, tb, c, out, plan)
         if c[_C_MORE]:  # the capacity bound is a format's invariant: this is a bug
-            raise RuntimeError(f"{self.encoding} decoder: output capacity {n_events} too small")
+            raise RuntimeError(f"{self.encoding} decoder: output capacity {plan.events} too small")
         k, m, oob, invalid, unknown, back, _, self._last_t = c.tolist()
         st = self.stats
         st.packets += 1
@@ -212,11 +211,10 @@ class Decoder(ABC):
             triggers = _NO_TRIGGERS
         return Decoded(events, triggers)
 
-    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        """Output slots for ``words``: ``(events, triggers)``, each at least what the
-        kernel may write. Formats with one event per word keep this default; formats
-        with vector words count them (a fast pass over the words)."""
-        return words.shape[0] + 1, 0
+    def _plan(self, words: np.ndarray) -> Plan:
+        """What decoding ``words`` needs (see :class:`Plan`). Formats with at most one
+        event per word keep this default; formats with vector words count them."""
+        return Plan(words.shape[0] + 1)
 
     def _check_words(self, words: np.ndarray, time_base: int) -> None:
         """Format-specific checks before decoding (raise an EventError subclass)."""
@@ -228,8 +226,18 @@ class Decoder(ABC):
 
     @abstractmethod
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
-                out: Buffers) -> None:
+                out: Buffers, plan: Plan) -> None:
         """Decode ``words`` into ``out``, filling ``counts`` (see ``_C_*``)."""
+
+
+class Plan(NamedTuple):
+    """What one packet needs before its kernel runs: output sizes, each at least what the
+    kernel may write, and whatever a format's first pass over the words found for its
+    kernel (``scan``; evt3's block table), so no pass is made twice."""
+
+    events: int
+    triggers: int = 0
+    scan: object = None
 
 
 class Buffers(NamedTuple):
@@ -237,7 +245,7 @@ class Buffers(NamedTuple):
 
     Why fresh, not reused: the events are handed out without a copy, so a decoder
     writes straight into the arrays it returns (a copy of every event cost as much as
-    decoding it). Sizes come from :meth:`Decoder._capacity`.
+    decoding it). Sizes come from :meth:`Decoder._plan`.
     """
 
     t: np.ndarray

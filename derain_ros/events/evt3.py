@@ -36,12 +36,18 @@ The decoding loops live in :mod:`derain_ros.events.evt3_kernels`: a scalar state
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 
 from derain_ros.events._jit import njit
-from derain_ros.events.base import Buffers, Decoder, Encoder, register_decoder, register_encoder
+from derain_ros.events._scratch import thread_buffer
+from derain_ros.events.base import (
+    Buffers,
+    Decoder,
+    Encoder,
+    Plan,
+    register_decoder,
+    register_encoder,
+)
 from derain_ros.events.errors import EncodingError, TimeOrderError
 from derain_ros.events.evt3_kernels import (
     _S_VALID,
@@ -62,28 +68,24 @@ class Evt3Decoder(Decoder):
 
     encoding = "evt3"
     word_dtype = "<u2"
-    has_triggers = True
 
     def _reset_state(self) -> None:
         self._state = np.zeros(6, np.int64)
-        self._scan = None
 
-    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        # long packets: the block decoder's first pass also gives the bounds (its table
-        # is kept for _kernel, which the base class calls next with the same words)
-        if words.shape[0] >= BLOCK_MIN_WORDS:
-            table = _block_table(words.shape[0] // BLOCK + 1)
-            start, blocks, events, triggers = _evt3_scan(words, self._state[_S_VALID], table)
-            self._scan = (table, start, blocks)
-        else:
-            self._scan = None
+    def _plan(self, words: np.ndarray) -> Plan:
+        # + 13: room for the scalar loop's vector guard
+        if words.shape[0] < BLOCK_MIN_WORDS:
             events, triggers = _evt3_count(words)
-        return events + 13, triggers  # + room for the scalar loop's vector guard
+            return Plan(events + 13, triggers)
+        # long packets: the block decoder's first pass gives the bounds and its table
+        table = _block_table(words.shape[0] // BLOCK + 1)
+        start, blocks, events, triggers = _evt3_scan(words, self._state[_S_VALID], table)
+        return Plan(events + 13, triggers, (table, start, blocks))
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
-                out: Buffers) -> None:
+                out: Buffers, plan: Plan) -> None:
         del time_base  # evt3 carries its own time; time_base is unused by definition
-        scan, self._scan = self._scan, None
+        scan = plan.scan
         if scan is None:
             _evt3_kernel(words, self._state, self.width, self.height, out.t, out.x, out.y,
                          out.p, out.tt, out.te, out.ti, counts)
@@ -94,18 +96,10 @@ class Evt3Decoder(Decoder):
                                out.ti, counts)
 
 
-_local = threading.local()
-
-
 def _block_table(rows: int) -> np.ndarray:
-    """The block decoder's table, kept per thread and grown as needed: allocating it
-    afresh for every long packet made glibc hand its pages back and fault them in again
-    (page faults cost about a third of decoding a 2M-event payload here)."""
-    table = getattr(_local, "table", None)
-    if table is None or table.shape[0] < rows:
-        table = np.empty((max(rows, 1024), 6), np.int64)
-        _local.table = table
-    return table
+    """The block decoder's table (at least ``rows`` x 6), kept per thread: see
+    ``events._scratch`` (the kernels use only the rows of the packet's blocks)."""
+    return thread_buffer("evt3_block_table", rows, np.int64, width=6)
 
 
 #: gaps of the high counter up to this are written one step per TIME_HIGH, as the sensor

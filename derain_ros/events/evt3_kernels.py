@@ -31,9 +31,15 @@ _SKIPPED_CODES = (1 << 7) | (1 << 9) | (1 << 14) | (1 << 15)
 
 
 @njit
+def _is_wrap(v, last):
+    """The wrap rule: a TIME_HIGH ``v`` more than 10 below the previous one ``last``
+    (bitwise, not short-circuit, so loops can use it without a branch)."""
+    return (v < last) & (last - v > _WRAP_MIN_DISTANCE)
+
+
+@njit
 def _update_high(v: int, high: int) -> int:
-    last = (high >> 12) & 0xFFF
-    if v < last and last - v > _WRAP_MIN_DISTANCE:
+    if _is_wrap(v, (high >> 12) & 0xFFF):
         high += _WRAP_US
     return (high & ~0xFFFFFF) | (v << 12)
 
@@ -135,7 +141,7 @@ def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
             # wraps, the 12 high bits and the low bits are kept apart so that each
             # depends only on its own last value (short dependency chains)
             is_high = c == 8
-            wraps += is_high & (v < hi) & (hi - v > _WRAP_MIN_DISTANCE)
+            wraps += is_high & _is_wrap(v, hi)
             hi = v if is_high else hi
             low = low if is_high else v
             now = ((wraps << 24) | (hi << 12) | low) * 1000
@@ -298,7 +304,7 @@ def _evt3_block_kernel(words, table, start, blocks, state, width, height,
                     j = trailing_zeros(hm)
                     hm &= hm - _U1
                     v = np.int64(words[np.uint64(base) + j]) & 0xFFF
-                    if v < prev and prev - v > _WRAP_MIN_DISTANCE:
+                    if _is_wrap(v, prev):
                         simple = False
                         break
                     prev = v

@@ -19,7 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from derain_ros.events._jit import njit
-from derain_ros.events.base import Buffers, Decoder, Encoder, register_decoder, register_encoder
+from derain_ros.events.base import (
+    Buffers,
+    Decoder,
+    Encoder,
+    Plan,
+    register_decoder,
+    register_encoder,
+)
 from derain_ros.events.errors import (
     EncodingError,
     TimeBaseError,
@@ -95,11 +102,11 @@ class LibcaerDecoder(Decoder):
         if time_base >= (1 << 63) - 4 * _ROLLOVER_NS:
             raise TimeBaseError("libcaer time_base too close to 2^63 ns")
 
-    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        return words.shape[0] // 2, 0  # 2 words per event
+    def _plan(self, words: np.ndarray) -> Plan:
+        return Plan(words.shape[0] // 2)  # 2 words per event
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
-                out: Buffers) -> None:
+                out: Buffers, plan: Plan) -> None:
         _libcaer_kernel(words, np.int64(time_base), self.width, self.height, out.t,
                         out.x, out.y, out.p, counts)
 

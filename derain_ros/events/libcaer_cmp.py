@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from derain_ros.events._jit import njit
-from derain_ros.events.base import Buffers, Decoder, register_decoder
+from derain_ros.events.base import Buffers, Decoder, Plan, register_decoder
 
 __all__ = ["LibcaerCmpDecoder"]
 
@@ -127,10 +127,10 @@ class LibcaerCmpDecoder(Decoder):
     def _reset_state(self) -> None:
         self._state = np.zeros(3, np.int64)
 
-    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        return _cmp_count(words) + 9, 0  # + room for the kernel's vector guard
+    def _plan(self, words: np.ndarray) -> Plan:
+        return Plan(_cmp_count(words) + 9)  # + room for the kernel's vector guard
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
-                out: Buffers) -> None:
+                out: Buffers, plan: Plan) -> None:
         _cmp_kernel(words, self._state, np.int64(time_base), self.width, self.height,
                     out.t, out.x, out.y, out.p, counts)

@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 from derain_ros.events._jit import njit
-from derain_ros.events.base import Buffers, Decoder, Encoder, register_decoder, register_encoder
+from derain_ros.events.base import (
+    Buffers,
+    Decoder,
+    Encoder,
+    Plan,
+    register_decoder,
+    register_encoder,
+)
 from derain_ros.events.errors import EncodingError, TimeBaseError
 from derain_ros.records import EventBatch, TriggerBatch
 
@@ -62,11 +69,8 @@ class MonoDecoder(Decoder):
         if time_base > (1 << 63) - 1 - 0xFFFFFFFF:
             raise TimeBaseError("mono time_base too close to 2^63 ns")
 
-    def _capacity(self, words: np.ndarray) -> tuple[int, int]:
-        return words.shape[0], 0  # one event per word
-
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
-                out: Buffers) -> None:
+                out: Buffers, plan: Plan) -> None:
         _mono_kernel(words, np.int64(time_base), self.width, self.height, out.t, out.x,
                      out.y, out.p, counts)
 

@@ -35,13 +35,13 @@ Ours with ``B + 1`` bins over ``(t_first, t_last]``, first ``B`` bins, plus the 
 
 from __future__ import annotations
 
-import threading
 from typing import Literal
 
 import numpy as np
 import torch
 
 from derain_ros.events._jit import njit
+from derain_ros.events._scratch import thread_buffer
 from derain_ros.events.errors import EventError
 from derain_ros.records import EventBatch
 
@@ -263,24 +263,17 @@ def voxel_grid_numpy(events: EventBatch, t0_ns: int, t1_ns: int, bins: int) -> n
     size = -(-hw // _G) * _G * bins + 2 * _G
     if 2 <= bins < _Q and int(t1_ns) - int(t0_ns) < 2 ** 52 and size <= 2 ** 24:
         _voxel_kernel_fast(events.t, events.x, events.y, events.p, t0, t1, scale, bins,
-                           events.width, events.height, _scratch(size)[:size], grid)
+                           events.width, events.height, _scratch(size), grid)
     else:
         size = hw * (bins + 1)
         _voxel_kernel(events.t, events.x, events.y, events.p, t0, t1, scale, bins,
-                      events.width, events.height, _scratch(size)[:size], grid)
+                      events.width, events.height, _scratch(size), grid)
     return grid.reshape(bins, events.height, events.width)
 
 
-_local = threading.local()
-
-
 def _scratch(size: int) -> np.ndarray:
-    """A zeroed float32 buffer of ``size``, kept per thread (the kernel re-zeroes it)."""
-    buf = getattr(_local, "buf", None)
-    if buf is None or buf.shape[0] < size:
-        buf = np.zeros(size, np.float32)
-        _local.buf = buf
-    return buf
+    """A zeroed float32 buffer of ``size``, kept per thread (the kernels re-zero it)."""
+    return thread_buffer("voxel_scratch", size, np.float32, zeroed=True)[:size]
 
 
 def voxel_grid_torch(events: EventBatch, t0_ns: int, t1_ns: int, bins: int,
