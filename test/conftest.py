@@ -39,8 +39,18 @@ sys.meta_path.insert(0, _RclpyGuard())
 os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 
 
+#: Added to every suite's domain id: two checkouts testing side by side on one machine
+#: (``DERAIN_TEST_DOMAIN_OFFSET=100`` in one of them) never see each other's traffic.
+DOMAIN_OFFSET = int(os.environ.get("DERAIN_TEST_DOMAIN_OFFSET", "0"))
+
+
+def domain(domain_id: int) -> int:
+    """The DDS domain a suite's ``domain_id`` maps to here (see :data:`DOMAIN_OFFSET`)."""
+    return domain_id + DOMAIN_OFFSET
+
+
 def ros_env(domain_id: int) -> dict[str, str]:
-    """Environment for a ROS subprocess: loopback-only DDS on ``domain_id``.
+    """Environment for a ROS subprocess: loopback-only DDS on ``domain(domain_id)``.
 
     Domain ids by suite, so suites never see each other's traffic: foundation 10-19,
     node 40-59, replay/eval/demo 60-79, training 80-89.
@@ -50,7 +60,7 @@ def ros_env(domain_id: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         ROS_AUTOMATIC_DISCOVERY_RANGE=REQUIRED_RANGE,
-        ROS_DOMAIN_ID=str(domain_id),
+        ROS_DOMAIN_ID=str(domain(domain_id)),
         FASTDDS_DEFAULT_PROFILES_FILE=str(FASTDDS_PROFILE),
         PYTHONUNBUFFERED="1",
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ros_env
+from conftest import domain, ros_env
 
 pytestmark = pytest.mark.ros
 
@@ -52,7 +52,7 @@ def node():
     from rclpy.context import Context
 
     context = Context()
-    rclpy.init(context=context, domain_id=DOMAIN_ID)
+    rclpy.init(context=context, domain_id=domain(DOMAIN_ID))
     node = rclpy.create_node("derain_test_driver", context=context)
     yield node
     node.destroy_node()

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import ros_env
+from conftest import domain, ros_env
 from derain_ros.model import default_checkpoint_path
 
 pytestmark = pytest.mark.ros
@@ -85,7 +85,7 @@ class Rig:
         from derain_ros.events import make_encoder
 
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
+        rclpy.init(context=self.context, domain_id=domain(domain_id))
         self.node = rclpy.create_node("derain_test_rig", context=self.context)
         reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
         self.compressed = compressed
