@@ -6,8 +6,8 @@ Rows (PSNR dB / SSIM in RGB against the clean topic, full frames, every frame th
 previous and a next one, read through the node's own sync and voxel code): the rainy
 input; a classical baseline (per-pixel temporal median of the frame and its two
 neighbours, which an offline method may use); the networks fed exactly as the node feeds
-them (``derain_ros.engine.build_clip`` in the checkpoint's arrangement, causal by
-default): ``tiny_frames``, ``tiny``, ``base_frames``, ``base`` loaded
+them (the :class:`~derain_ros.model.InputBuilder` of each checkpoint's input contract,
+the engine's own): ``tiny_frames``, ``tiny``, ``base_frames``, ``base`` loaded
 from their trained checkpoints (``derain_ros/model/weights/`` for the shipped tiny,
 ``runs/default/weights/`` for the others, see ``bench/train_default.py``; a missing
 checkpoint gives a null row). The evaluation bag uses a source clip and rain seed that
@@ -64,28 +64,24 @@ def checkpoint_for(name: str) -> Path | None:
 
 @dataclass
 class HeldOut:
-    """A bag's frames, clean frames and voxel grids as the node sees them (sync + voxel)."""
+    """A bag's windows as the node sees them (sync), with rainy and clean frames to score."""
 
-    rainy: list[torch.Tensor]  # [C, H, W] each
+    windows: list  # derain_ros.sync.FrameWindow, in order
+    rainy: list[torch.Tensor]  # [C, H, W] each, as decoded (the scoring reference)
     clean: list[torch.Tensor]
-    voxels: list[torch.Tensor]  # [bins, H, W]: events since the previous frame
 
 
-def load_heldout(bag: Path, bins: int = 10) -> HeldOut:
-    """Read ``bag`` through the node's own code: windows_from_bag, then voxel_grid."""
+def load_heldout(bag: Path) -> HeldOut:
+    """Read ``bag`` through the node's own code (windows_from_bag)."""
     from derain_ros.conventions import GT_CLEAN_TOPIC
-    from derain_ros.events.voxel import voxel_grid
     from derain_ros.sync import windows_from_bag
 
     def chw(image) -> torch.Tensor:
         return torch.from_numpy(image.to_network().transpose(2, 0, 1).copy())
 
-    rainy, clean, voxels = [], [], []
-    for w in windows_from_bag(bag):
-        rainy.append(chw(w.image))
-        clean.append(chw(w.extras[GT_CLEAN_TOPIC]))
-        voxels.append(voxel_grid(w.events, w.t0_ns, w.t_ns, bins))
-    return HeldOut(rainy, clean, voxels)
+    windows = list(windows_from_bag(bag))
+    return HeldOut(windows, [chw(w.image) for w in windows],
+                   [chw(w.extras[GT_CLEAN_TOPIC]) for w in windows])
 
 
 def score(data: HeldOut, how, first: int = 0) -> dict[str, float]:
@@ -121,20 +117,34 @@ def temporal_median(data: HeldOut) -> Callable[[HeldOut, int], torch.Tensor]:
 
 
 def network(path: Path):
-    """``(data, k) -> background`` of a checkpoint, with clips built as the node builds them."""
-    from derain_ros.engine import build_clip
-    from derain_ros.model import load_checkpoint, read_checkpoint_info
+    """``(data, k) -> background`` of a checkpoint, its inputs prepared as the node does.
+
+    The checkpoint's :class:`~derain_ros.model.InputBuilder` prepares every window and
+    assembles the clip of target ``k`` (a centre checkpoint reads window ``k+1``, which
+    the scored range always has).
+    """
+    from derain_ros.model import InputBuilder, load_checkpoint
 
     net = load_checkpoint(path).eval()
-    info = read_checkpoint_info(path)
-    arrangement = (info.get("provenance") or {}).get("arrangement", "causal")
+    builder = InputBuilder(net.input_contract)
+    prepared: dict[tuple[int, int], tuple] = {}
+
+    def window(data: HeldOut, k: int) -> tuple:
+        key = (id(data), k)
+        if key not in prepared:
+            w = data.windows[k]
+            frame = builder.frame(w.image.to_network())
+            voxel = builder.voxel(None if w.events_missing else w.events, w.t0_ns, w.t_ns,
+                                  frame.shape[1], frame.shape[2])
+            prepared[key] = (torch.from_numpy(frame),
+                             None if voxel is None else torch.from_numpy(voxel))
+        return prepared[key]
 
     def run(data: HeldOut, k: int) -> torch.Tensor:
-        v = data.voxels if net.config.use_events else [None] * len(data.voxels)
-        if arrangement == "centre":
-            frames, events = build_clip(data.rainy[k - 1:k + 2], v[k:k + 2], "centre")
-        else:
-            frames, events = build_clip(data.rainy[k - 1:k + 1], v[k:k + 1], "causal")
+        ks = [k - 1, k, k + 1] if k > 0 else [k, k + 1]
+        seq = [window(data, j) for j in ks]
+        frames, events = builder.clip_at([f for f, _ in seq], [v for _, v in seq],
+                                         ks.index(k))
         return net(frames[None], None if events is None else events[None]).background[0]
 
     return run

@@ -1,31 +1,19 @@
-"""Inference on frame windows: clip assembly, device and precision, warm-up, checkpoint swap.
+"""Inference on frame windows: input preparation, device and precision, checkpoint swap.
 
-One :class:`DerainEngine` serves the node (live), bag replay and evaluation; training
-builds its clips with the same :func:`build_clip`, so the network sees the same
-arrangement in training and in use.
+One :class:`DerainEngine` serves the node (live), bag replay and evaluation. It prepares
+every input with the :class:`~derain_ros.model.InputBuilder` of the running checkpoint's
+:class:`~derain_ros.model.InputContract` (arrangement, voxel bins and normalisation,
+channels, precision): the same builder training uses, so the network sees in use exactly
+what it saw in training. A request that contradicts the checkpoint (an ``arrangement``
+argument or node parameter) is refused, not obeyed; a checkpoint swap re-derives the
+builder from the new checkpoint.
 
-Clip arrangement (the network takes 3 frames and the 2 voxel grids between them and
-restores the centre one; see :mod:`derain_ros.model`):
-
-- ``causal`` (default, the node's): the target is the *newest* frame ``f_t``, so no
-  frame of latency is added. Clip ``(f_{t-1}, f_t, f_{t-1})`` with voxel grids
-  ``(V, mirror(V))``, ``V`` the events of ``(t-1, t]``: the sequence played back in
-  time around ``f_t``. ``mirror(V) = -flip_bins(V)`` is exactly the voxel grid of the
-  same events with time reversed (bins reversed, brightness changes negated), so the
-  second interval is physically consistent with the third frame being ``f_{t-1}``.
-- ``centre`` (the paper's): the target is ``f_{t-1}`` and ``f_t`` is its future
-  neighbour: clip ``(f_{t-2}, f_{t-1}, f_t)`` with ``(V_{t-1}, V_t)``. One frame of
-  latency: :meth:`DerainEngine.process` returns the result for the *previous*
-  window (stamped with its header), and None for the first one.
-
-The first frame after a start (no previous frame) uses ``f_t`` in place of the missing
-neighbours and zero voxel grids. A window without events (``events_missing``: event
-camera down) gets zero voxel grids - the frames-only fallback - and the result says so.
-
-Voxel grids come from :func:`derain_ros.events.voxel.voxel_grid` (window ``(t0, t1]``,
-``bins`` from the checkpoint, normalisation as its config records); when the event
-sensor's size differs from the frame's, the grid is resized to the frame (bilinear),
-which assumes the rig's two images are registered.
+Arrangements (see :mod:`derain_ros.model.inputs`): ``causal`` derains the newest frame
+(no added latency); ``centre`` (the paper's) needs the next frame, so
+:meth:`DerainEngine.process` returns the result for the *previous* window (stamped with
+its header), and None for the first one. A window without events (``events_missing``:
+event camera down) gets zero voxel grids - the frames-only fallback - and the result
+says so.
 """
 
 from __future__ import annotations
@@ -34,7 +22,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,15 +29,17 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from derain_ros.errors import CheckpointError, ConfigError, ModelError
 from derain_ros.events import warm_up as warm_events
-from derain_ros.events.voxel import count_image, voxel_grid
+from derain_ros.events.voxel import count_image
 from derain_ros.model import (
+    ARRANGEMENTS,
     CheckpointNotFoundError,
     DerainNet,
+    InputBuilder,
+    InputContract,
     create_model,
     default_checkpoint_path,
     list_models,
@@ -60,23 +49,14 @@ from derain_ros.records import EventBatch
 from derain_ros.sync import FrameWindow
 
 __all__ = [
-    "ARRANGEMENTS",
-    "CLIP_TARGET",
     "DerainEngine",
     "EngineResult",
-    "build_clip",
-    "mirror_voxel",
     "resolve_device",
     "resolve_dtype",
 ]
 
 _log = logging.getLogger(__name__)
 
-#: Clip arrangements (see the module docstring).
-ARRANGEMENTS = ("causal", "centre")
-
-#: Position of the target frame in the 3-frame clip, in every arrangement.
-CLIP_TARGET = 1
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -106,45 +86,6 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def mirror_voxel(voxel: Tensor) -> Tensor:
-    """The voxel grid of the same events with time reversed: bins flipped, sign negated.
-
-    ``voxel`` is ``[..., bins, H, W]`` (signed polarity sums).
-    """
-    return -torch.flip(voxel, dims=(-3,))
-
-
-def build_clip(frames: Sequence[Tensor], voxels: Sequence[Tensor | None],
-               arrangement: str = "causal") -> tuple[Tensor, Tensor | None]:
-    """The network input for one target frame (no batch dimension).
-
-    Args:
-        frames: ``causal``: ``(f_prev, f_t)``; ``centre``: ``(f_prev, f_centre, f_next)``;
-            each ``[C, H, W]``. For the first frame of a stream pass the target again in
-            place of a missing neighbour.
-        voxels: ``causal``: ``(V,)``, the grid of ``(t-1, t]``; ``centre``:
-            ``(V_prev, V_next)``; each ``[bins, H, W]``, or None for a frames-only network.
-        arrangement: one of :data:`ARRANGEMENTS`.
-
-    Returns:
-        ``frames [3, C, H, W]`` and ``events [2, bins, H, W]`` (None without voxels).
-    """
-    if arrangement == "causal":
-        if len(frames) != 2 or len(voxels) != 1:
-            raise ModelError("a causal clip takes 2 frames (previous, target) and 1 voxel grid")
-        prev, cur = frames
-        v = voxels[0]
-        return torch.stack([prev, cur, prev]), (
-            None if v is None else torch.stack([v, mirror_voxel(v)]))
-    if arrangement == "centre":
-        if len(frames) != 3 or len(voxels) != 2:
-            raise ModelError("a centre clip takes 3 frames and 2 voxel grids")
-        va, vb = voxels
-        return torch.stack(list(frames)), (
-            None if va is None or vb is None else torch.stack([va, vb]))
-    raise ConfigError(f"unknown clip arrangement {arrangement!r}; use one of {ARRANGEMENTS}")
-
-
 @dataclass(frozen=True, eq=False)
 class EngineResult:
     """The derained frame of one window, with what the node publishes alongside.
@@ -171,6 +112,8 @@ class EngineResult:
 
 @dataclass
 class _Step:
+    """One prepared window (as the :class:`InputBuilder` made it), kept for the next clips."""
+
     window: FrameWindow
     frame: Tensor  # [C, H, W] on the device, in the network's dtype
     voxel: Tensor | None  # [bins, H, W] of (t_prev, t]; None for frames-only
@@ -199,30 +142,40 @@ class DerainEngine:
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
         dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``.
         compile: wrap the network in ``torch.compile``.
-        arrangement: ``causal`` or ``centre``.
+        arrangement: None (or ``""``) follows the checkpoint's input contract; ``causal``
+            or ``centre`` must agree with it, else :class:`InputContractError` (a
+            network served another arrangement than it was trained on loses quality
+            silently, so this is refused rather than obeyed).
         in_chans: for a name: 1 for grayscale frames (DAVIS), 3 for colour.
+        dump_inputs: a folder: write the exact tensors handed to the network for every
+            frame (checking a deployment against training; slow, off by default).
 
     Thread-safety: :meth:`process` runs on one worker thread; :meth:`swap_checkpoint` may
     be called from another (the new network replaces the old one between two frames).
     """
 
     def __init__(self, model: DerainNet | str | Path = "derain_tiny", *, device: str = "auto",
-                 dtype: str = "auto", compile: bool = False, arrangement: str = "causal",
+                 dtype: str = "auto", compile: bool = False, arrangement: str | None = None,
                  in_chans: int = 3, allow_random_weights: bool = False,
-                 want_rain: bool = True, want_events_image: bool = False) -> None:
-        if arrangement not in ARRANGEMENTS:
+                 want_rain: bool = True, want_events_image: bool = False,
+                 dump_inputs: str | Path | None = None) -> None:
+        if arrangement not in (None, "", *ARRANGEMENTS):
             raise ConfigError(f"unknown clip arrangement {arrangement!r}; use one of "
-                              f"{ARRANGEMENTS}")
+                              f"{', '.join(ARRANGEMENTS)} (or leave it empty to follow the "
+                              "checkpoint)")
+        self.requested_arrangement = arrangement or None
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.compile = bool(compile)
-        self.arrangement = arrangement
         self.want_rain = want_rain
         self.want_events_image = want_events_image
+        self.dump_inputs = Path(dump_inputs) if dump_inputs else None
         self.random_weights = False
         self._lock = threading.Lock()
         self.source = ""
         net = self._load(model, in_chans, allow_random_weights)
+        net.input_contract.refuse_overrides(self.source, arrangement=self.requested_arrangement)
+        self._builder = InputBuilder(net.input_contract)
         self._net, self._runner = self._prepare(net)
         self._history: collections.deque[_Step] = collections.deque(maxlen=2)
         self.swaps = 0
@@ -272,6 +225,16 @@ class DerainEngine:
         return self._net.config
 
     @property
+    def contract(self) -> InputContract:
+        """The input contract of the current network (how its inputs are prepared)."""
+        return self._builder.contract
+
+    @property
+    def arrangement(self) -> str:
+        """The clip arrangement of the current network's contract."""
+        return self._builder.contract.arrangement
+
+    @property
     def model_name(self) -> str:
         """Name of the current network (``random`` weights noted)."""
         return self._net.config.name + (" (random weights)" if self.random_weights else "")
@@ -280,9 +243,11 @@ class DerainEngine:
         """Replace the network with a checkpoint's, validating it fully first.
 
         The new checkpoint is loaded (hash, tensor names and shapes checked), must take
-        the same frames (``in_chans``), and must give finite output on a test clip; only
-        then does it replace the current one, between two frames. On any failure the
-        current network stays and :class:`CheckpointError` says why.
+        the same frames (``in_chans``), must not contradict an explicitly requested
+        arrangement, and must give finite output on a test clip; only then does it
+        replace the current one, between two frames, with an input builder derived from
+        its own contract. On any failure the current network stays and
+        :class:`CheckpointError` says why.
         """
         try:
             net = load_checkpoint(path)
@@ -299,6 +264,12 @@ class DerainEngine:
                 f"checkpoint {path} takes {net.config.in_chans}-channel frames, the running "
                 f"network {old.in_chans}-channel ones")
         try:
+            net.input_contract.refuse_overrides(str(path),
+                                                arrangement=self.requested_arrangement)
+        except ConfigError as err:
+            self.swap_failures += 1
+            raise CheckpointError(str(err)) from err
+        try:
             new_net, runner = self._prepare(net)
             frames, events = new_net.example_inputs(32, 32, device=self.device, dtype=self.dtype)
             with torch.inference_mode():
@@ -312,8 +283,9 @@ class DerainEngine:
             self.swap_failures += 1
             raise CheckpointError(f"checkpoint {path} does not run: {err}") from err
         with self._lock:
-            if net.config.event_bins != old.event_bins or net.config.use_events != old.use_events:
-                self._history.clear()  # stored voxel grids no longer fit
+            if net.input_contract != self._builder.contract:
+                self._history.clear()  # prepared windows no longer fit the new contract
+            self._builder = InputBuilder(net.input_contract)
             self._net, self._runner = new_net, runner
             self.random_weights = False
             self.source = str(path)
@@ -346,23 +318,23 @@ class DerainEngine:
         with self._lock:
             self._history.clear()
 
-    def _frame_tensor(self, window: FrameWindow, in_chans: int) -> Tensor:
-        img = window.image.to_network()  # H x W x C float32 [0, 1]
-        t = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))
-        if t.shape[0] != in_chans:
-            t = t.mean(0, keepdim=True) if in_chans == 1 else t.expand(in_chans, -1, -1)
-        return t.to(device=self.device, dtype=self.dtype)
+    def _tensor(self, array: np.ndarray) -> Tensor:
+        return torch.from_numpy(array).to(device=self.device, dtype=self.dtype)
 
-    def _voxel(self, window: FrameWindow, bins: int, height: int, width: int) -> Tensor:
-        if window.events_missing or not len(window.events):
-            return torch.zeros(bins, height, width, device=self.device, dtype=self.dtype)
-        normalize = "meanstd" if "meanstd" in self._net.config.voxel_normalization else "none"
-        grid = voxel_grid(window.events, window.t0_ns, window.t_ns, bins, normalize=normalize)
-        grid = torch.as_tensor(grid)
-        if tuple(grid.shape[-2:]) != (height, width):
-            grid = F.interpolate(grid[None].float(), size=(height, width), mode="bilinear",
-                                 align_corners=False)[0]
-        return grid.to(device=self.device, dtype=self.dtype)
+    def _dump(self, window: FrameWindow, frames: Tensor, events: Tensor | None) -> None:
+        """Write the exact tensors handed to the network (``dump_inputs``), one file each.
+
+        Why: the only way to check, on a deployed node, that it feeds the network what
+        training fed it (the bit-identity test reads these). Files are
+        ``<stamp_ns>.npz`` with ``frames`` and, for event networks, ``events``.
+        """
+        if self.dump_inputs is None:
+            return
+        arrays = {"frames": frames.float().cpu().numpy()}
+        if events is not None:
+            arrays["events"] = events.float().cpu().numpy()
+        self.dump_inputs.mkdir(parents=True, exist_ok=True)
+        np.savez(self.dump_inputs / f"{int(window.t_ns)}.npz", **arrays)
 
     def process(self, window: FrameWindow) -> EngineResult | None:
         """Derain one window's frame (``centre``: the previous window's; None at the start).
@@ -374,35 +346,33 @@ class DerainEngine:
         with self._lock:
             if window.t_prev_ns is None:  # a new stream (start, clock reset)
                 self._history.clear()
-            net, runner = self._net, self._runner
+            builder, runner = self._builder, self._runner
             history = list(self._history)
-        cfg = net.config
-        frame = self._frame_tensor(window, cfg.in_chans)
+        frame = self._tensor(builder.frame(window.image.to_network()))
         height, width = frame.shape[-2:]
         if history and tuple(history[-1].frame.shape) != tuple(frame.shape):
             history = []  # the frame size changed: a new stream
         t_prep = time.perf_counter()
-        voxel = self._voxel(window, cfg.event_bins, height, width) if cfg.use_events else None
+        events = None if window.events_missing else window.events
+        grid = builder.voxel(events, window.t0_ns, window.t_ns, int(height), int(width))
+        voxel = None if grid is None else self._tensor(grid)
         step = _Step(window, frame, voxel, frames_only=voxel is None or window.events_missing)
         t_vox = time.perf_counter()
-        if self.arrangement == "causal":
-            prev = history[-1].frame if history else frame
-            target = step
-            frames_in = (prev, frame)
-            voxels_in: tuple[Tensor | None, ...] = (voxel,)
-            frames_only = step.frames_only
-        else:
-            if not history:
-                with self._lock:
-                    self._history.append(step)
-                return None
-            target = history[-1]
-            before = history[-2].frame if len(history) > 1 else target.frame
-            frames_in = (before, target.frame, frame)
-            voxels_in = (target.voxel, voxel)
-            frames_only = target.frames_only or step.frames_only
+        if builder.needs_next and not history:
+            with self._lock:
+                self._history.append(step)
+            return None
+        # The prepared windows around the target, oldest first: causal (prev, target),
+        # centre (prev, target, next) where the newest window is the "next" one.
+        keep = 1 if not builder.needs_next else 2
+        seq = [*history[-keep:], step]
+        t = len(seq) - 1 - int(builder.needs_next)
+        target = seq[t]
+        frames_only = any(s.frames_only for s in seq[t:])
         try:
-            clip, ev = build_clip(frames_in, voxels_in, self.arrangement)
+            clip, ev = builder.clip_at([s.frame for s in seq], [s.voxel for s in seq], t)
+            if self.dump_inputs is not None:
+                self._dump(target.window, clip, ev)
             with torch.inference_mode():
                 out = runner(clip[None], None if ev is None else ev[None])
                 background = out.background[0].float().clamp_(0.0, 1.0)

@@ -35,6 +35,7 @@ import argparse
 import collections
 import contextlib
 import dataclasses
+import json
 import logging
 import sys
 import threading
@@ -139,8 +140,12 @@ PARAMETERS: dict[str, Param] = {
     "dtype": Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU)",
                    ("auto", "fp32", "fp16", "bf16")),
     "compile": Param(False, "wrap the network in torch.compile"),
-    "arrangement": Param("causal", "clip arrangement: causal (target = newest frame) or "
-                         "centre (one frame of latency)", ("causal", "centre")),
+    "arrangement": Param("", "clip arrangement; empty: the checkpoint's (its input "
+                         "contract); causal or centre must agree with the checkpoint, else "
+                         "the node refuses to start (or the swap)", ("", "causal", "centre")),
+    "dump_inputs_dir": Param("", "write the exact tensors handed to the network, one .npz "
+                             "per frame, into this folder (checking a deployment against "
+                             "training; slow); empty: off"),
     "num_threads": Param(0, "torch CPU threads (0: torch's default)", range=(0, 256)),
     "warmup_width": Param(346, "warm-up frame width in px (0: no warm-up)", range=(0, 8192)),
     "warmup_height": Param(260, "warm-up frame height in px (0: no warm-up)", range=(0, 8192)),
@@ -193,6 +198,7 @@ class NodeConfig:
     dtype: str
     compile: bool
     arrangement: str
+    dump_inputs_dir: str
     num_threads: int
     warmup_width: int
     warmup_height: int
@@ -353,7 +359,8 @@ class DerainNode(Node):
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
             arrangement=cfg.arrangement, in_chans=cfg.in_chans,
             allow_random_weights=cfg.allow_random_weights,
-            want_rain=cfg.publish_rain_layer, want_events_image=cfg.publish_events_image)
+            want_rain=cfg.publish_rain_layer, want_events_image=cfg.publish_events_image,
+            dump_inputs=cfg.dump_inputs_dir or None)
         if cfg.warmup_width and cfg.warmup_height:
             secs = self.engine.warm_up(cfg.warmup_height, cfg.warmup_width)
             self.get_logger().info(f"warm-up at {cfg.warmup_width}x{cfg.warmup_height} "
@@ -569,6 +576,8 @@ class DerainNode(Node):
             "dtype": str(self.engine.dtype).removeprefix("torch."),
             "model": self.engine.model_name,
             "checkpoint": self.engine.source,
+            "arrangement": self.engine.arrangement,
+            "input_contract": json.dumps(self.engine.contract.to_dict(), sort_keys=True),
             "random_weights": self.engine.random_weights,
             "checkpoint_swaps": self.engine.swaps,
             "checkpoint_swap_failures": self.engine.swap_failures,

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from derain_ros.engine import (
-    DerainEngine,
-    build_clip,
-    mirror_voxel,
-    resolve_device,
-    resolve_dtype,
-)
+from derain_ros.engine import DerainEngine, resolve_device, resolve_dtype
 from derain_ros.errors import CheckpointError, ConfigError
 from derain_ros.events.voxel import voxel_grid
-from derain_ros.model import CheckpointNotFoundError, create_model, save_checkpoint
+from derain_ros.model import (
+    CheckpointNotFoundError,
+    build_clip,
+    create_model,
+    mirror_voxel,
+    save_checkpoint,
+)
 from derain_ros.records import EventBatch, TriggerBatch
 from derain_ros.sync import FrameImage, FrameWindow
 
@@ -84,12 +84,37 @@ def test_causal_results_are_for_the_newest_frame(tiny) -> None:
         assert set(r.timings_ms) == {"prepare", "voxel", "infer", "total"}
 
 
-def test_centre_arrangement_lags_one_frame(tiny) -> None:
-    engine = DerainEngine(tiny, device="cpu", arrangement="centre")
+def test_centre_arrangement_lags_one_frame() -> None:
+    torch.manual_seed(0)
+    centre = create_model("derain_tiny").eval()
+    centre.input_contract = centre.input_contract.replace(arrangement="centre")
+    engine = DerainEngine(centre, device="cpu")
+    assert engine.arrangement == "centre"  # from the network's contract
     windows = [window(i, first=i == 0) for i in range(3)]
     assert engine.process(windows[0]) is None
     assert engine.process(windows[1]).window is windows[0]
     assert engine.process(windows[2]).window is windows[1]
+
+
+def test_an_arrangement_that_contradicts_the_checkpoint_is_refused(tiny, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"arrangement='centre'.*trained with 'causal'"):
+        DerainEngine(tiny, device="cpu", arrangement="centre")
+    assert DerainEngine(tiny, device="cpu", arrangement="causal").arrangement == "causal"
+    with pytest.raises(ConfigError, match=r"sideways.*causal, centre"):
+        DerainEngine(tiny, device="cpu", arrangement="sideways")
+    # A swap to a checkpoint of another arrangement is refused while one is requested ...
+    centre = create_model("derain_tiny").eval()
+    centre.input_contract = centre.input_contract.replace(arrangement="centre")
+    save_checkpoint(centre, tmp_path / "centre")
+    pinned = DerainEngine(tiny, device="cpu", arrangement="causal")
+    with pytest.raises(CheckpointError, match="contradict"):
+        pinned.swap_checkpoint(tmp_path / "centre")
+    assert pinned.arrangement == "causal"
+    # ... and followed (with a builder re-derived from it) when none is.
+    follower = DerainEngine(tiny, device="cpu")
+    follower.swap_checkpoint(tmp_path / "centre")
+    assert follower.arrangement == "centre" and follower.contract.arrangement == "centre"
+    assert follower.process(window(0, first=True)) is None  # centre lags one frame
 
 
 def test_missing_events_use_the_frames_only_fallback(tiny) -> None:

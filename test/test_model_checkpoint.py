@@ -68,7 +68,8 @@ def test_json_describes_the_checkpoint(tiny_ckpt):
     assert info["model"] == "derain_tiny"
     assert info["event_bins"] == model.config.event_bins == 10
     assert info["in_chans"] == 3 and info["use_events"] is True
-    assert "voxel" in info["voxel_normalization"]
+    assert info["input_contract"] == model.input_contract.to_dict()
+    assert info["input_contract"]["arrangement"] == "causal"
     assert info["provenance"] == PROVENANCE
     assert info["num_parameters"] == model.num_parameters()
     assert info["config"]["widths"] == list(model.config.widths)

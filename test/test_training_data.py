@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from training_bags import FRAMES, HEIGHT, WIDTH, training_bags
+from training_bags import FRAMES, HEIGHT, training_bags
 
 from derain_ros.conventions import GT_CLEAN_TOPIC
 from derain_ros.errors import BagError, ConfigError
 from derain_ros.events.voxel import voxel_grid
+from derain_ros.model import InputContract
 from derain_ros.sync import windows_from_bag
 from derain_training import data as data_mod
 from derain_training.config import DataConfig
 from derain_training.data import ClipDataset
+
+#: Input contracts of the networks these tests feed.
+EVENTS_10 = InputContract(event_bins=10)
+EVENTS_5 = InputContract(event_bins=5)
+EVENTS_4 = InputContract(event_bins=4)
+FRAMES_ONLY_4 = InputContract(event_bins=4, use_events=False)
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +44,9 @@ ARRANGED = {
 @pytest.mark.parametrize("arrangement", sorted(ARRANGED))
 def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_path,
                                                                     arrangement) -> None:
-    ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path, arrangement=arrangement), bins=10,
-                     use_events=True, require_truth=True, progress=False)
+    contract = InputContract(event_bins=10, arrangement=arrangement)
+    ds = ClipDataset([bags["a"], bags["b"]], _cfg(tmp_path), contract=contract,
+                     require_truth=True, progress=False)
     assert len(ds) == (FRAMES["a"] - 2) + (FRAMES["b"] - 2)
     s = ds[0]
     assert s["frames"].shape == (3, 3, 32, 32) and s["frames"].dtype == torch.float32
@@ -64,25 +72,28 @@ def test_samples_have_the_right_shapes_and_come_from_sync_and_voxel(bags, tmp_pa
 
 def test_second_pass_hits_the_cache_without_decoding(bags, tmp_path, monkeypatch) -> None:
     cfg = _cfg(tmp_path)
-    first = ClipDataset([bags["a"]], cfg, bins=10, use_events=True, progress=False)
+    first = ClipDataset([bags["a"]], cfg, contract=EVENTS_10, progress=False)
     assert first.decoded == 1
 
     def no_decode(*args, **kwargs):
         raise AssertionError("the bag was decoded again")
 
     monkeypatch.setattr(data_mod._sync, "windows_from_bag", no_decode)
-    second = ClipDataset([bags["a"]], cfg, bins=10, use_events=True, progress=False)
+    second = ClipDataset([bags["a"]], cfg, contract=EVENTS_10, progress=False)
     assert second.decoded == 0 and all(b.from_cache for b in second.bags)
     for key in ("frames", "events"):
         assert torch.equal(first[2][key], second[2][key])
-    # Other voxel settings are another cache entry (so they decode).
+    # Another input contract is another cache entry (so it decodes, never reuses).
     with pytest.raises(AssertionError, match="decoded again"):
-        ClipDataset([bags["a"]], cfg, bins=5, use_events=True, progress=False)
+        ClipDataset([bags["a"]], cfg, contract=EVENTS_5, progress=False)
+    with pytest.raises(AssertionError, match="decoded again"):
+        ClipDataset([bags["a"]], cfg, contract=EVENTS_10.replace(voxel_normalize="meanstd"),
+                    progress=False)
 
 
 def test_augmentation_is_seeded_by_epoch_and_index(bags, tmp_path) -> None:
-    ds = ClipDataset([bags["a"]], _cfg(tmp_path, hflip=True, vflip=True), bins=4,
-                     use_events=True, progress=False)
+    ds = ClipDataset([bags["a"]], _cfg(tmp_path, hflip=True, vflip=True), contract=EVENTS_4,
+                     progress=False)
     a = ds[1]["frames"]
     assert torch.equal(a, ds[1]["frames"])
     ds.set_epoch(1)
@@ -94,32 +105,33 @@ def test_augmentation_is_seeded_by_epoch_and_index(bags, tmp_path) -> None:
 
 def test_bag_without_events_is_refused_by_event_models(bags, tmp_path) -> None:
     with pytest.raises(BagError, match=r"no events.*_frames"):
-        ClipDataset([bags["no_events"]], _cfg(tmp_path), bins=4, use_events=True,
+        ClipDataset([bags["no_events"]], _cfg(tmp_path), contract=EVENTS_4,
                     progress=False)
-    ds = ClipDataset([bags["no_events"]], _cfg(tmp_path), bins=4, use_events=False,
+    ds = ClipDataset([bags["no_events"]], _cfg(tmp_path), contract=FRAMES_ONLY_4,
                      progress=False)
     assert "events" not in ds[0]
 
 
-def test_bag_without_frames_and_mismatched_sizes_are_clear_errors(bags, tmp_path) -> None:
+def test_bag_without_frames_and_too_small_frames_are_clear_errors(bags, tmp_path) -> None:
     with pytest.raises(BagError, match="no frames"):
-        ClipDataset([bags["no_frames"]], _cfg(tmp_path), bins=4, use_events=True,
+        ClipDataset([bags["no_frames"]], _cfg(tmp_path), contract=EVENTS_4,
                     progress=False)
-    with pytest.raises(BagError, match=rf"80x60 px but frames are {WIDTH}x{HEIGHT}.*mismatched"):
-        ClipDataset([bags["mismatch"]], _cfg(tmp_path), bins=4, use_events=True,
-                    progress=False)
+    # Events of another sensor size are resized to the frame, exactly as the node does.
+    ds = ClipDataset([bags["mismatch"]], _cfg(tmp_path), contract=EVENTS_4, progress=False)
+    assert ds[0]["events"].shape[-2:] == (32, 32)
+    assert ds.full_clip(0)["events"].abs().sum() > 0
     with pytest.raises(BagError, match=f"smaller than the {HEIGHT + 1} px crop"):
-        ClipDataset([bags["a"]], _cfg(tmp_path, crop=HEIGHT + 1), bins=4, use_events=True,
+        ClipDataset([bags["a"]], _cfg(tmp_path, crop=HEIGHT + 1), contract=EVENTS_4,
                     progress=False)
     with pytest.raises(BagError, match="not found"):
-        ClipDataset([tmp_path / "missing.mcap"], _cfg(tmp_path), bins=4, use_events=True,
+        ClipDataset([tmp_path / "missing.mcap"], _cfg(tmp_path), contract=EVENTS_4,
                     progress=False)
 
 
 def test_unpaired_clean_frames_come_from_other_bags(bags, tmp_path) -> None:
-    ds = ClipDataset([bags["a"]], _cfg(tmp_path), bins=4, use_events=True,
+    ds = ClipDataset([bags["a"]], _cfg(tmp_path), contract=EVENTS_4,
                      clean_bags=[bags["b"]], progress=False)
     assert ds[0]["unpaired"].shape == (3, 32, 32)
     with pytest.raises(ConfigError, match="other recordings"):
-        ClipDataset([bags["a"]], _cfg(tmp_path), bins=4, use_events=True,
+        ClipDataset([bags["a"]], _cfg(tmp_path), contract=EVENTS_4,
                     clean_bags=[bags["a"]], progress=False)

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from training_bags import HEIGHT, WIDTH, training_bags
 
 from derain_ros.errors import CheckpointError
-from derain_ros.model import create_model, load_checkpoint
+from derain_ros.model import InputContract, create_model, load_checkpoint
 from derain_training.config import load_config
 from derain_training.data import ClipDataset
 from derain_training.errors import NonFiniteLossError
@@ -24,6 +24,9 @@ from derain_training.objective import Objective
 from derain_training.trainer import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+#: Input contracts of the networks these tests feed.
+EVENTS_10 = InputContract(event_bins=10)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +51,7 @@ def test_each_mode_lowers_its_loss_on_a_fixed_batch(bags, mode) -> None:
     torch.set_num_threads(1)
     cfg = _cfg(bags, mode)
     model = create_model("derain_tiny")
-    ds = ClipDataset([bags["train"]], cfg.data, bins=10, use_events=True, progress=False,
+    ds = ClipDataset([bags["train"]], cfg.data, contract=EVENTS_10, progress=False,
                      clean_bags=[bags["clean"]] if mode == "unsupervised" else ())
     if mode == "online":  # targets: a smoothed frame, and another clip's rain
         bgs = [ds.full_clip(i)["clean"][0].numpy() for i in range(len(ds))]
@@ -159,7 +162,7 @@ def test_two_cpu_ranks_stay_in_sync(bags, tmp_path) -> None:
     script = tmp_path / "ddp_job.py"
     script.write_text(DDP_SCRIPT)
     out = tmp_path / "run"
-    ClipDataset([bags["train"]], _cfg(bags, "supervised").data, bins=10, use_events=True,
+    ClipDataset([bags["train"]], _cfg(bags, "supervised").data, contract=EVENTS_10,
                 progress=False)  # fill the cache once, not in both ranks at the same time
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(

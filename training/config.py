@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from derain_ros.conventions import EVENT_TOPIC, GT_CLEAN_TOPIC, GT_RAIN_TOPIC, IMAGE_TOPIC
-from derain_ros.engine import ARRANGEMENTS
+from derain_ros.model.contract import ARRANGEMENTS, VOXEL_NORMALIZATIONS
 from derain_training.errors import TrainConfigError
 
 __all__ = [
@@ -55,12 +55,14 @@ class ModelSection:
 class DataConfig:
     """Bags, topics, voxelisation, clips and augmentation.
 
-    Voxel bins are the model's ``event_bins``. ``voxel_normalize`` (``none`` | ``meanstd``) is
-    passed to ``derain_ros.events.voxel.voxel_grid``; the network squashes raw counts
-    itself (see ``ModelConfig.voxel_normalization``), hence ``none``. ``arrangement`` is how a
-    clip is built around its target frame, with :func:`derain_ros.engine.build_clip` (the
-    node's own code): ``causal`` (the node's default: the newest frame, no added delay)
-    or ``centre`` (the paper's: the middle of three frames); it must match the node's.
+    ``voxel_normalize`` (``none`` | ``meanstd``) and ``arrangement`` (``causal`` | ``centre``)
+    become the trained network's :class:`~derain_ros.model.InputContract` (with the model's
+    channels and ``event_bins``), which its checkpoint carries and from which the node,
+    training and the benchmarks build their inputs with one
+    :class:`~derain_ros.model.InputBuilder`. Empty (null) takes the starting
+    checkpoint's value with ``--init`` (a value that contradicts it is refused), else
+    ``none`` / ``causal``. The network squashes raw voxel counts itself, hence ``none``;
+    ``causal`` derains the newest frame (no added delay), ``centre`` the middle of three.
     ``crop`` is the square training crop (px); ``clean_bags`` give unpaired clean frames
     (their ground-truth clean topic if present, else their image topic) for the GAN
     prior and must not be training bags.
@@ -70,8 +72,8 @@ class DataConfig:
     event_topic: str = EVENT_TOPIC
     clean_topic: str = GT_CLEAN_TOPIC
     rain_topic: str = GT_RAIN_TOPIC
-    voxel_normalize: str = "none"
-    arrangement: str = "causal"
+    voxel_normalize: str | None = None
+    arrangement: str | None = None
     clip_stride: int = 1
     crop: int = 128
     hflip: bool = True
@@ -204,9 +206,12 @@ class TrainConfig:
         if self.mode not in MODES:
             problems.append(f"mode must be one of {list(MODES)}, got {self.mode!r}")
         d = self.data
-        if d.arrangement not in ARRANGEMENTS:
+        if d.arrangement is not None and d.arrangement not in ARRANGEMENTS:
             problems.append(f"data.arrangement must be one of {list(ARRANGEMENTS)}, "
                             f"got {d.arrangement!r}")
+        if d.voxel_normalize is not None and d.voxel_normalize not in VOXEL_NORMALIZATIONS:
+            problems.append(f"data.voxel_normalize must be one of {list(VOXEL_NORMALIZATIONS)}, "
+                            f"got {d.voxel_normalize!r}")
         if d.crop < 16 and d.crop != 0:
             problems.append(f"data.crop must be >= 16 px (0: full frames), got {d.crop}")
         if d.batch_size < 1 or d.clip_stride < 1:

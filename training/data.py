@@ -1,18 +1,20 @@
-"""Training clips straight from rosbags, through the node's own sync and voxel code.
+"""Training clips straight from rosbags, through the node's own sync and input builder.
 
 A bag is read once with :func:`derain_ros.sync.windows_from_bag` (decode + sync, the
-same code the node runs) and each window is voxelised with
-:func:`derain_ros.events.voxel.voxel_grid`; the result is cached on disk (``.npy``
-arrays, memory-mapped when read back) under a key made of the bag's path, size and
-modification time and the decode/voxel settings, so later epochs and runs never
-decode again. Cached values are float16 (frames in [0, 1], voxel counts): half the
-disk and memory, an error far below the network's own.
+same code the node runs) and each window is prepared by the
+:class:`~derain_ros.model.InputBuilder` of the network's
+:class:`~derain_ros.model.InputContract` (the engine's own builder); the result is cached
+on disk (``.npy`` arrays, memory-mapped when read back) under a key made of the bag's
+path, size and modification time, the topics and the whole contract, so later epochs
+and runs never decode again and a cache written with another contract is never reused.
+Cached values are in the contract's precision (float16 by default: the builder rounds
+to it, so the cache holds exactly what the node would hand the network).
 
-A *clip* starting at frame ``s`` covers frames ``s, s+1, s+2`` (time order) and the voxel
-grids of windows ``s+1`` (events in ``(t_s, t_s+1]``) and ``s+2``. The network input is
-built from them by :func:`derain_ros.engine.build_clip`, the node's own code, in the
-configured arrangement: ``causal`` (the node's default) derains frame ``s+2`` from
-``(s+1, s+2)`` and window ``s+2``; ``centre`` derains frame ``s+1`` from all three.
+A *clip* starting at frame ``s`` covers windows ``s, s+1, s+2`` (time order; window ``i``
+holds frame ``i`` and the events since frame ``i-1``). The network input is assembled by
+:meth:`InputBuilder.clip_at`, the node's own code, in the contract's arrangement:
+``causal`` (the node's default) derains frame ``s+2`` from windows ``s+1, s+2``;
+``centre`` derains frame ``s+1`` from all three.
 Samples are random crops with flips drawn from a generator seeded by
 ``(seed, epoch, index)``, so every rank, worker and a resumed run sees the same data.
 """
@@ -37,9 +39,8 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from derain_ros import sync as _sync
-from derain_ros.engine import build_clip
 from derain_ros.errors import SyncError
-from derain_ros.events import voxel as _voxel
+from derain_ros.model import InputBuilder, InputContract
 from derain_training.config import DataConfig
 from derain_training.errors import DatasetError, TrainConfigError
 
@@ -55,7 +56,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: Bump when the cached layout or its meaning changes (old caches are then ignored).
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 #: Frames and voxel grids per clip.
 CLIP_FRAMES = 3
 
@@ -68,15 +69,14 @@ class DecodeSettings:
     event_topic: str
     clean_topic: str
     rain_topic: str
-    bins: int
-    normalize: str
+    contract: InputContract
     max_frames: int | None = None
 
     @classmethod
-    def from_config(cls, cfg: DataConfig, bins: int) -> DecodeSettings:
-        """Settings of a :class:`DataConfig` with the model's voxel bins."""
+    def from_config(cls, cfg: DataConfig, contract: InputContract) -> DecodeSettings:
+        """Settings of a :class:`DataConfig` for a network of ``contract``."""
         return cls(cfg.image_topic, cfg.event_topic, cfg.clean_topic, cfg.rain_topic,
-                   int(bins), str(cfg.voxel_normalize), cfg.max_frames)
+                   contract, cfg.max_frames)
 
 
 @dataclass
@@ -85,9 +85,9 @@ class BagArrays:
 
     Attributes:
         path: the bag.
-        frames: ``[T, C, H, W]`` float16 in [0, 1] (RGB or 1 channel).
-        voxels: ``[T, bins, H, W]`` float16: window ``i`` holds the events between frame
-            ``i-1`` and frame ``i``.
+        frames: ``[T, C, H, W]`` prepared frames (the contract's channels and precision).
+        voxels: ``[T, bins, H, W]`` prepared voxel grids: window ``i`` holds the events
+            between frame ``i-1`` and frame ``i``; None for a frames-only contract.
         clean, rain: ground truth ``[T, C, H, W]`` (None when the bag has none).
         stamps: ``[T]`` int64 frame times in sensor time (ns).
         events: total events in the windows (0: the bag has no usable events).
@@ -96,7 +96,7 @@ class BagArrays:
 
     path: Path
     frames: np.ndarray
-    voxels: np.ndarray
+    voxels: np.ndarray | None
     clean: np.ndarray | None
     rain: np.ndarray | None
     stamps: np.ndarray
@@ -126,66 +126,45 @@ def _cache_key(path: Path, settings: DecodeSettings) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def _to_chw(image: np.ndarray, chans: int) -> np.ndarray:
-    if image.ndim == 2:
-        image = image[..., None]
-    if image.shape[2] != chans:
-        if image.shape[2] == 1:
-            image = np.repeat(image, chans, axis=2)
-        elif chans == 1:
-            image = image.mean(axis=2, keepdims=True)
-    return np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float16)
-
-
 def decode_bag(path: Path, settings: DecodeSettings, *, progress: bool = True) -> BagArrays:
-    """Decode, synchronise and voxelise a bag (no cache). See :func:`load_bag`."""
+    """Decode, synchronise and prepare a bag (no cache). See :func:`load_bag`."""
+    builder = InputBuilder(settings.contract)
+    store = builder.store_dtype
     frames: list[np.ndarray] = []
     voxels: list[np.ndarray] = []
     truth: dict[str, list[np.ndarray]] = {settings.clean_topic: [], settings.rain_topic: []}
     stamps: list[int] = []
     n_events = 0
-    shape: tuple[int, int, int] | None = None
+    shape: tuple[int, ...] | None = None
     windows = _sync.windows_from_bag(path, settings.image_topic, settings.event_topic,
                                      extra_topics=(settings.clean_topic, settings.rain_topic))
     try:
         for w in tqdm(windows, desc=f"decode {path.name}", unit="frame", leave=False,
                       disable=not progress):
-            img = w.image.to_network()
-            if img.ndim == 2:
-                img = img[..., None]
+            frame = builder.frame(w.image.to_network())
             if shape is None:
-                shape = img.shape  # (H, W, C)
-            elif img.shape != shape:
+                shape = frame.shape  # (C, H, W)
+            elif frame.shape != shape:
                 raise DatasetError(
-                    f"{path}: frame {w.index} is {img.shape[1]}x{img.shape[0]} px with "
-                    f"{img.shape[2]} channel(s), earlier frames are {shape[1]}x{shape[0]} with "
-                    f"{shape[2]}: mismatched resolutions inside one bag")
-            h, wd, c = shape
-            ev = w.events
-            if len(ev) and (ev.width, ev.height) != (wd, h):
-                raise DatasetError(
-                    f"{path}: events are {ev.width}x{ev.height} px but frames are {wd}x{h}: "
-                    "mismatched resolutions (training needs an event sensor aligned with "
-                    "the frames, pixel for pixel)")
-            n_events += len(ev)
-            if (ev.width, ev.height) == (wd, h):
-                grid = _voxel.voxel_grid(ev, w.t0_ns, w.t_ns, settings.bins,
-                                         normalize=settings.normalize).numpy()
-            else:  # no events at all in this window, of a sensor of another size
-                grid = np.zeros((settings.bins, h, wd), np.float32)
-            voxels.append(grid.astype(np.float16))
-            frames.append(_to_chw(img, c))
+                    f"{path}: frame {w.index} is {w.image.width}x{w.image.height} px, earlier "
+                    f"frames are {shape[2]}x{shape[1]}: mismatched resolutions inside one bag")
+            _, h, wd = shape
+            n_events += len(w.events)
+            events = None if w.events_missing else w.events
+            grid = builder.voxel(events, w.t0_ns, w.t_ns, h, wd)
+            if grid is not None:
+                voxels.append(grid.astype(store))
+            frames.append(frame.astype(store))
             stamps.append(int(w.t_ns))
-            for topic, store in truth.items():
+            for topic, kept in truth.items():
                 gt = w.extras.get(topic)
                 if gt is None:
                     continue
-                arr = gt.to_network()
-                if arr.shape[:2] != (h, wd):
+                if (gt.height, gt.width) != (h, wd):
                     raise DatasetError(
-                        f"{path}: {topic} image is {arr.shape[1]}x{arr.shape[0]} px but frames "
+                        f"{path}: {topic} image is {gt.width}x{gt.height} px but frames "
                         f"are {wd}x{h}: mismatched resolutions")
-                store.append(_to_chw(arr, c))
+                kept.append(builder.frame(gt.to_network()).astype(store))
             if settings.max_frames and len(frames) >= settings.max_frames:
                 break
     except SyncError as err:
@@ -193,19 +172,20 @@ def decode_bag(path: Path, settings: DecodeSettings, *, progress: bool = True) -
     if not frames:
         raise DatasetError(f"{path}: no frames on {settings.image_topic!r}")
     gt: dict[str, np.ndarray | None] = {}
-    for topic, store in truth.items():
-        if store and len(store) != len(frames):
-            _log.warning("%s: %s covers %d of %d frames: ignored", path, topic, len(store),
+    for topic, kept in truth.items():
+        if kept and len(kept) != len(frames):
+            _log.warning("%s: %s covers %d of %d frames: ignored", path, topic, len(kept),
                          len(frames))
-        gt[topic] = np.stack(store) if len(store) == len(frames) else None
-    return BagArrays(path, np.stack(frames), np.stack(voxels), gt[settings.clean_topic],
-                     gt[settings.rain_topic], np.asarray(stamps, np.int64), n_events)
+        gt[topic] = np.stack(kept) if len(kept) == len(frames) else None
+    return BagArrays(path, np.stack(frames), np.stack(voxels) if voxels else None,
+                     gt[settings.clean_topic], gt[settings.rain_topic],
+                     np.asarray(stamps, np.int64), n_events)
 
 
 _ARRAYS = ("frames", "voxels", "clean", "rain", "stamps")
 
 
-def _write_cache(target: Path, arrays: BagArrays) -> None:
+def _write_cache(target: Path, arrays: BagArrays, settings: DecodeSettings) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
@@ -214,7 +194,8 @@ def _write_cache(target: Path, arrays: BagArrays) -> None:
             if value is not None:
                 np.save(tmp / f"{name}.npy", value)
         (tmp / "meta.json").write_text(json.dumps(
-            {"version": CACHE_VERSION, "bag": str(arrays.path), "events": arrays.events}))
+            {"version": CACHE_VERSION, "bag": str(arrays.path), "events": arrays.events,
+             "input_contract": settings.contract.to_dict()}))
         try:
             os.replace(tmp, target)
         except OSError:  # another process won the race: its copy is as good as ours
@@ -224,16 +205,21 @@ def _write_cache(target: Path, arrays: BagArrays) -> None:
         raise
 
 
-def _read_cache(target: Path, path: Path) -> BagArrays | None:
+def _read_cache(target: Path, path: Path, settings: DecodeSettings) -> BagArrays | None:
+    """The cached arrays, or None when absent, unreadable or prepared another way."""
     try:
         meta = json.loads((target / "meta.json").read_text())
         if meta.get("version") != CACHE_VERSION:
+            return None
+        if meta.get("input_contract") != settings.contract.to_dict():
+            _log.info("%s: cache prepared with another input contract: rebuilding", path)
             return None
         loaded = {name: np.load(target / f"{name}.npy", mmap_mode="r")
                   if (target / f"{name}.npy").is_file() else None for name in _ARRAYS}
     except (OSError, ValueError):
         return None
-    if loaded["frames"] is None or loaded["voxels"] is None or loaded["stamps"] is None:
+    if loaded["frames"] is None or loaded["stamps"] is None or (
+            settings.contract.use_events and loaded["voxels"] is None):
         return None
     return BagArrays(path, loaded["frames"], loaded["voxels"], loaded["clean"], loaded["rain"],
                      np.asarray(loaded["stamps"]), int(meta["events"]), from_cache=True)
@@ -252,12 +238,12 @@ def load_bag(path: str | Path, settings: DecodeSettings, cache_dir: str | Path |
     if cache_dir is None:
         return decode_bag(p, settings, progress=progress)
     target = Path(cache_dir).expanduser() / _cache_key(p, settings)
-    cached = _read_cache(target, p)
+    cached = _read_cache(target, p, settings)
     if cached is not None:
         return cached
     arrays = decode_bag(p, settings, progress=progress)
-    _write_cache(target, arrays)
-    fresh = _read_cache(target, p)  # memory-mapped, like every later read
+    _write_cache(target, arrays, settings)
+    fresh = _read_cache(target, p, settings)  # memory-mapped, like every later read
     return arrays if fresh is None else dataclasses.replace(fresh, from_cache=False)
 
 
@@ -300,8 +286,8 @@ class ClipDataset(Dataset):
     Args:
         bags: bag paths (mcap/sqlite3 files or rosbag2 folders).
         cfg: the ``data`` section of the training config.
-        bins: voxel time bins (the model's ``event_bins``).
-        use_events: the network takes events: every bag must have them.
+        contract: the network's input contract (bins, arrangement, normalisation,
+            channels, frames-only): inputs are prepared by its :class:`InputBuilder`.
         require_truth: every bag must carry the clean (and rain) ground truth.
         crop: square crop (px); None takes ``cfg.crop``; 0 gives full frames.
         augment: random crops and flips (False: the top-left crop, no flips).
@@ -316,20 +302,21 @@ class ClipDataset(Dataset):
     ``other_rain`` after :meth:`set_pseudo_labels`, and ``index``.
     """
 
-    def __init__(self, bags: Sequence[str | Path], cfg: DataConfig, *, bins: int,
-                 use_events: bool, require_truth: bool = False, crop: int | None = None,
+    def __init__(self, bags: Sequence[str | Path], cfg: DataConfig, *,
+                 contract: InputContract, require_truth: bool = False, crop: int | None = None,
                  augment: bool = True, seed: int = 0, clean_bags: Sequence[str | Path] = (),
                  max_clips: int | None = None, progress: bool = True) -> None:
         if not bags:
             raise TrainConfigError("no training bags given (--bags)")
         self.cfg = cfg
-        self.settings = DecodeSettings.from_config(cfg, bins)
+        self.contract = contract
+        self.builder = InputBuilder(contract)
+        self.settings = DecodeSettings.from_config(cfg, contract)
         self.crop = cfg.crop if crop is None else int(crop)
         self.augment = augment
         self.seed = int(seed)
         self.epoch = 0
-        self.use_events = use_events
-        self.arrangement = cfg.arrangement
+        self.use_events = contract.use_events
         cache = cfg.cache_dir or None
         self.bags = [load_bag(b, self.settings, cache, progress=progress) for b in bags]
         self.decoded = sum(not b.from_cache for b in self.bags)
@@ -411,15 +398,13 @@ class ClipDataset(Dataset):
         ys, xs = slice(y0, y0 + hw[0]), slice(x0, x0 + hw[1])
         frames = [torch.from_numpy(np.asarray(f, np.float32))
                   for f in b.frames[s:s + CLIP_FRAMES, :, ys, xs]]
-        voxels: list[torch.Tensor | None] = [
-            torch.from_numpy(np.asarray(v, np.float32)) if self.use_events else None
-            for v in b.voxels[s + 1:s + CLIP_FRAMES, :, ys, xs]]
-        if self.arrangement == "causal":
-            t = s + 2
-            clip, events = build_clip(frames[1:], voxels[1:], "causal")
-        else:
-            t = s + 1
-            clip, events = build_clip(frames, voxels, "centre")
+        voxels: list[torch.Tensor | None] = (
+            [torch.from_numpy(np.asarray(v, np.float32))
+             for v in b.voxels[s:s + CLIP_FRAMES, :, ys, xs]]
+            if b.voxels is not None else [None] * CLIP_FRAMES)
+        k = CLIP_FRAMES - 1 - int(self.builder.needs_next)  # the target within the clip
+        t = s + k
+        clip, events = self.builder.clip_at(frames, voxels, k)
         out = {"frames": clip.numpy()}
         if events is not None:
             out["events"] = events.numpy()

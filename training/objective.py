@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from derain_ros.engine import CLIP_TARGET
+from derain_ros.model import CLIP_TARGET
 from derain_ros.model.derain_net import DerainNet, DerainOutput
 from derain_training.config import TrainConfig
 from derain_training.errors import DatasetError

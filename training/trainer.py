@@ -36,9 +36,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 from tqdm.auto import tqdm
 
-from derain_ros.engine import CLIP_TARGET
 from derain_ros.eval.metrics import psnr, ssim
-from derain_ros.model import create_model, load_weights, save_checkpoint
+from derain_ros.model import (
+    CLIP_TARGET,
+    InputContract,
+    InputContractError,
+    create_model,
+    load_weights,
+    save_checkpoint,
+)
 from derain_ros.model.derain_net import DerainNet
 from derain_training.config import TrainConfig
 from derain_training.data import ClipDataset
@@ -57,7 +63,7 @@ from derain_training.state import (
     set_rng_state,
 )
 
-__all__ = ["DistInfo", "TrainResult", "Trainer", "events_to_rgb", "lr_factor"]
+__all__ = ["DistInfo", "TrainResult", "Trainer", "events_to_rgb", "lr_factor", "training_contract"]
 
 _log = logging.getLogger(__name__)
 
@@ -136,6 +142,26 @@ class ResumableSampler(DistributedSampler):
         return max(self.num_samples - self.start, 0)
 
 
+def training_contract(cfg: TrainConfig, current: InputContract, *,
+                      from_checkpoint: bool) -> InputContract:
+    """The input contract the trained network will carry (and its data is prepared with).
+
+    From a checkpoint (``--init``) its contract stands, and a config value that
+    contradicts it is refused (the weights were trained on those inputs). A fresh
+    network takes the config's ``arrangement``/``voxel_normalize`` (``causal``/``none``
+    when unset) on top of its own channels and bins.
+    """
+    asked = {"arrangement": cfg.data.arrangement, "voxel_normalize": cfg.data.voxel_normalize}
+    if from_checkpoint:
+        try:
+            current.refuse_overrides("--init checkpoint", **asked)
+        except InputContractError as err:
+            raise TrainConfigError(str(err)) from err
+        return current
+    return current.replace(arrangement=asked["arrangement"] or "causal",
+                           voxel_normalize=asked["voxel_normalize"] or "none")
+
+
 class Trainer:
     """One training run. ``Trainer(cfg, bags, out_dir).fit()``.
 
@@ -199,11 +225,13 @@ class Trainer:
         self.init_info: dict[str, Any] = {}
         if self.init is not None:
             self.init_info = load_weights(model, self.init)  # raises for another size
+        model.input_contract = training_contract(cfg, model.input_contract,
+                                                 from_checkpoint=self.init is not None)
         model.train()
         self.model: DerainNet = model.to(self.device)
         mc = model.config
         self.dataset = ClipDataset(
-            self.bags, cfg.data, bins=mc.event_bins, use_events=mc.use_events,
+            self.bags, cfg.data, contract=model.input_contract,
             require_truth=cfg.mode == "supervised", seed=cfg.run.seed,
             clean_bags=cfg.data.clean_bags if self._needs_clean() else (),
             progress=self.progress,
@@ -214,8 +242,8 @@ class Trainer:
                 f"{mc.in_chans} (set model.overrides.in_chans)")
         self.val = None
         if cfg.data.val_bags and self.dist.main:
-            self.val = ClipDataset(cfg.data.val_bags, cfg.data, bins=mc.event_bins,
-                                   use_events=mc.use_events, require_truth=True, crop=0,
+            self.val = ClipDataset(cfg.data.val_bags, cfg.data, contract=model.input_contract,
+                                   require_truth=True, crop=0,
                                    augment=False, max_clips=cfg.data.val_max_clips,
                                    progress=self.progress)
         self.objective = Objective(self.model, cfg).to(self.device)
@@ -563,7 +591,7 @@ class Trainer:
         provenance = {
             "trainer": "derain_training",
             "mode": cfg.mode,
-            "arrangement": cfg.data.arrangement,
+            "arrangement": self.model.input_contract.arrangement,
             "steps": self.step,
             "bags": [b.name for b in self.bags],
             "clean_bags": [Path(b).name for b in cfg.data.clean_bags],

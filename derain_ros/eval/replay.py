@@ -56,6 +56,7 @@ from derain_ros.conventions import (
     OUT_IMAGE,
     OUT_RAIN,
 )
+from derain_ros.errors import DerainError
 from derain_ros.eval.errors import (
     FramesMismatchError,
     NodeNotFoundError,
@@ -90,7 +91,9 @@ class ReplayResult:
     """What a replay did. Times in ms (latency) and s; counts of frames.
 
     ``frames_in``: frames published; ``frames_out``: those whose output arrived;
-    ``dropped``: ``frames_in - frames_out``; ``unmatched_out``: outputs whose stamp
+    ``held``: frames the node holds by design at the end (its last frame in the
+    ``centre`` arrangement, which waits for a next frame that never comes);
+    ``dropped``: ``frames_in - frames_out - held``; ``unmatched_out``: outputs whose stamp
     matched no published frame (should be 0); ``latency_ms``: percentiles of receive
     minus publish time; ``fps``: outputs per second of wall time.
     """
@@ -109,6 +112,7 @@ class ReplayResult:
     fps: float
     latency_ms: dict[str, float]
     outputs: dict[str, int] = field(default_factory=dict)
+    held: int = 0
     node_parameters: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -268,6 +272,25 @@ class _Session:
             self.rclpy.try_shutdown(context=self.context)
 
 
+def node_arrangement(params: dict[str, Any]) -> str:
+    """The clip arrangement a node runs, from its parameters.
+
+    An empty ``arrangement`` parameter means "the checkpoint's": read it from the
+    checkpoint's input contract (the node's files are on this machine when replaying),
+    ``causal`` when it cannot be read.
+    """
+    if params.get("arrangement"):
+        return str(params["arrangement"])
+    from derain_ros.model import default_checkpoint_path, read_checkpoint_info
+
+    try:
+        path = params.get("checkpoint") or default_checkpoint_path(
+            str(params.get("model", "derain_tiny")), int(params.get("in_chans", 3)))
+        return str(read_checkpoint_info(path)["input_contract"]["arrangement"])
+    except (DerainError, OSError, KeyError, ValueError):
+        return "causal"
+
+
 def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                lossless: bool = False, node_name: str = "derain_node",
                timeout_s: float = 30.0, frame_timeout_s: float = 30.0,
@@ -332,7 +355,8 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                 f"-p image_qos_reliability:=reliable -p event_qos_reliability:=reliable` "
                 f"(same ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
         params = session.parameters(["drop_policy", "arrangement", "image_qos_reliability",
-                                     "event_qos_reliability", "model", "checkpoint"])
+                                     "event_qos_reliability", "model", "checkpoint",
+                                     "in_chans"])
         in_flight = 1
         if lossless:
             if params.get("drop_policy", "block") != "block":
@@ -342,7 +366,7 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                 if params.get(key, "reliable") == "best_effort":
                     warnings.append(f"node {key} is best_effort: a lost message shows up as "
                                     f"a dropped frame; start it with -p {key}:=reliable")
-            if params.get("arrangement") == "centre":
+            if node_arrangement(params) == "centre":
                 in_flight = 2  # output k-1 needs frame k
                 warnings.append("node arrangement is 'centre': its last frame stays inside "
                                 "the node (one frame of latency)")
@@ -418,7 +442,8 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                     else:
                         record(rec.topic, rec.msgtype, rec.raw, time.time_ns())
                     session.spin(0.0)
-            _wait_outputs(session, published, received, lost, 0,
+            # The node holds in_flight - 1 frames by design (centre: the last one).
+            _wait_outputs(session, published, received, lost, in_flight - 1,
                           frame_timeout_s if lossless else max(2.0, frame_timeout_s / 3),
                           warnings, final=True)
             session.spin(0.1)
@@ -429,11 +454,13 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
 
     latencies = [(received[s] - published[s]) / 1e6 for s in received]
     frames_in, frames_out = len(published), len(received)
+    held = min(in_flight - 1, frames_in - frames_out)
     elapsed = max(1e-9, (end - start) / 1e9)
     result = ReplayResult(
         input_bag=str(bag), output_bag=str(out_bag), node=node_name.strip("/"),
         mode="lossless" if lossless else "rate", rate=None if lossless else rate,
-        frames_in=frames_in, frames_out=frames_out, dropped=frames_in - frames_out,
+        frames_in=frames_in, frames_out=frames_out, dropped=frames_in - frames_out - held,
+        held=held,
         unmatched_out=unmatched[0], event_packets=packets, seconds=elapsed,
         fps=frames_out / elapsed, latency_ms=latency_summary(latencies),
         outputs={t: n for t, n in counts.items() if n}, node_parameters=params,

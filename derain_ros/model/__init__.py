@@ -12,12 +12,16 @@ Contract (what the engine, the node and the training package code against):
   ``in_chans=1``) or raises :class:`CheckpointNotFoundError`.
 - :class:`ModelConfig` (frozen): ``name, in_chans (3 | 1), event_bins (10), use_events,
   widths, blocks, decoder_blocks, head_chans, fusion_blocks, refine_blocks,
-  internal_scale, reduction, gate_kernels, voxel_normalization``; every network has
-  ``model.config``.
+  internal_scale, reduction, gate_kernels``; every network has ``model.config``.
+- :class:`InputContract` (frozen, validated enums): how the network's inputs are prepared
+  (frame channels and range, event bins, voxel kind and normalisation, polarity, clip
+  length and arrangement, frames-only, precision); every network has
+  ``model.input_contract``, every checkpoint carries it, and :class:`InputBuilder` is the
+  one code that prepares inputs from it (engine, training, benchmarks).
 - ``model(frames, events) -> DerainOutput``:
   ``frames`` ``[N, 3, C, H, W]`` float in [0, 1] (previous, centre = target, next);
   ``events`` ``[N, 2, bins, H, W]`` voxel grids of the intervals previous->centre and
-  centre->next (from ``derain_ros.events.voxel``; the network compresses them itself by
+  centre->next (prepared by :class:`InputBuilder`; the network compresses them itself by
   ``v / sqrt(1 + |v|)``), or None for a frames-only network (an event network given
   None, or a frames-only network given events, raises :class:`ModelInputError`). Any
   H, W (padded internally to ``config.pad_multiple``, cropped back).
@@ -46,7 +50,8 @@ from derain_ros.model.checkpoint import (
     read_checkpoint_info,
     save_checkpoint,
 )
-from derain_ros.model.config import VOXEL_NORMALIZATION, ModelConfig, ModelConfigError
+from derain_ros.model.config import ModelConfig, ModelConfigError
+from derain_ros.model.contract import ARRANGEMENTS, InputContract, InputContractError
 from derain_ros.model.derain_net import (
     CLIP_FRAMES,
     CLIP_INTERVALS,
@@ -57,6 +62,7 @@ from derain_ros.model.derain_net import (
 )
 from derain_ros.model.export import OnnxExportError, export_onnx, verify_onnx
 from derain_ros.model.factory import create_model
+from derain_ros.model.inputs import CLIP_TARGET, InputBuilder, build_clip, mirror_voxel
 from derain_ros.model.registry import (
     DEFAULT_MODEL,
     UnknownModelError,
@@ -67,10 +73,11 @@ from derain_ros.model.registry import (
 )
 
 __all__ = [
+    "ARRANGEMENTS",
     "CLIP_FRAMES",
     "CLIP_INTERVALS",
+    "CLIP_TARGET",
     "DEFAULT_MODEL",
-    "VOXEL_NORMALIZATION",
     "CheckpointConfigMismatchError",
     "CheckpointCorruptError",
     "CheckpointKeyMismatchError",
@@ -78,18 +85,23 @@ __all__ = [
     "CheckpointShapeMismatchError",
     "DerainNet",
     "DerainOutput",
+    "InputBuilder",
+    "InputContract",
+    "InputContractError",
     "ModelConfig",
     "ModelConfigError",
     "ModelInputError",
     "OnnxExportError",
     "ScaleFeatures",
     "UnknownModelError",
+    "build_clip",
     "create_model",
     "default_checkpoint_path",
     "export_onnx",
     "list_models",
     "load_checkpoint",
     "load_weights",
+    "mirror_voxel",
     "model_config",
     "read_checkpoint_info",
     "register_model",

@@ -1,8 +1,10 @@
 """Self-describing checkpoints: ``NAME.safetensors`` (weights) + ``NAME.json`` (description).
 
-The JSON holds the model name, every :class:`ModelConfig` field, the input conventions
-(event bins, voxel normalisation, frame range), versions, the size and SHA-256 of the
-weights file, and free-form training provenance. Loading is strict: the file must be
+The JSON holds the model name, every :class:`ModelConfig` field, the network's
+:class:`~derain_ros.model.contract.InputContract` (how its inputs are prepared, as data),
+versions, the size and SHA-256 of the weights file, and free-form training provenance.
+Format 1 files (before the contract) are read through
+:func:`~derain_ros.model.contract.migrate_checkpoint_info`. Loading is strict: the file must be
 intact (size and hash), its config must match what the caller expects, and its tensor
 names and shapes must match the network exactly; otherwise a :class:`CheckpointError`
 subclass names exactly what does not match. Weights are never unpickled.
@@ -31,14 +33,15 @@ from torch import Tensor, nn
 import derain_ros
 from derain_ros.errors import CheckpointError
 from derain_ros.model.config import ModelConfig, ModelConfigError
+from derain_ros.model.contract import InputContract, InputContractError, migrate_checkpoint_info
 from derain_ros.model.derain_net import DerainNet
 from derain_ros.model.registry import model_config
 
 #: Identifies our JSON files, and its layout version (bump on incompatible change).
 FORMAT = "derain_ros.checkpoint"
-FORMAT_VERSION = 1
-#: What the frames fed to the network are (recorded for the engine and training).
-FRAME_NORMALIZATION = "float in [0, 1]: uint8 / 255, uint16 / 65535; RGB order for colour"
+FORMAT_VERSION = 2
+#: Older layouts this version reads (through the contract migration).
+READABLE_VERSIONS = (1, 2)
 #: Prefixes added by wrappers (DDP, torch.compile) that are not part of the network.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 #: How many keys an error message lists before "... and N more".
@@ -135,12 +138,16 @@ def _atomic_write(path: Path, data: bytes) -> None:
 # -- save ----------------------------------------------------------------------------------
 def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
                      path: str | os.PathLike[str], provenance: Mapping[str, Any] | None = None,
-                     ) -> Path:
+                     contract: InputContract | None = None) -> Path:
     """Write a tensor dict and its description as a checkpoint pair (low level).
 
     :func:`save_checkpoint` calls this with a network's state; tools that edit weights
-    use it directly. Returns the weights path.
+    use it directly. ``contract`` defaults to a fresh network's
+    (:meth:`InputContract.for_config`) and must agree with ``config``. Returns the
+    weights path.
     """
+    contract = InputContract.for_config(config) if contract is None else contract
+    contract.check_matches(config, str(path))
     weights_path, json_path = checkpoint_paths(path)
     state = {
         strip_wrapper_prefixes(k): v.detach().to("cpu").contiguous() for k, v in tensors.items()
@@ -154,8 +161,7 @@ def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
         "in_chans": config.in_chans,
         "use_events": config.use_events,
         "event_bins": config.event_bins,
-        "voxel_normalization": config.voxel_normalization,
-        "frame_normalization": FRAME_NORMALIZATION,
+        "input_contract": contract.to_dict(),
         "num_parameters": int(sum(v.numel() for v in state.values())),
         "package_version": derain_ros.__version__,
         "torch_version": torch.__version__,
@@ -175,7 +181,8 @@ def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
 
 
 def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
-                    provenance: Mapping[str, Any] | None = None) -> Path:
+                    provenance: Mapping[str, Any] | None = None,
+                    contract: InputContract | None = None) -> Path:
     """Save a network (or a DDP/compiled wrapper of one) as ``NAME.safetensors`` + ``NAME.json``.
 
     Args:
@@ -183,17 +190,23 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike[str],
             for a normally trained network).
         path: a stem (``weights/derain_tiny``) or either file's path.
         provenance: JSON-serialisable facts about the training (data, steps, metrics).
+        contract: the input contract the weights were trained with; default the
+            network's ``input_contract``.
 
     Returns:
         The ``.safetensors`` path.
     """
     net = unwrap_model(model)
-    return write_checkpoint(net.state_dict(), net.config, path, provenance)
+    return write_checkpoint(net.state_dict(), net.config, path, provenance,
+                            net.input_contract if contract is None else contract)
 
 
 # -- load ----------------------------------------------------------------------------------
 def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The JSON description of a checkpoint (validated format; weights not read)."""
+    """The JSON description of a checkpoint (validated format; weights not read).
+
+    Always has a validated ``input_contract`` (format 1 files are migrated).
+    """
     weights_path, json_path = checkpoint_paths(path)
     if not json_path.is_file():
         raise CheckpointNotFoundError(
@@ -208,12 +221,25 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointCorruptError(
             f"{json_path}: not a derain_ros checkpoint (format != {FORMAT!r})"
         )
-    if info.get("format_version") != FORMAT_VERSION:
+    if info.get("format_version") not in READABLE_VERSIONS:
         raise CheckpointCorruptError(
             f"{json_path}: format_version {info.get('format_version')!r} is not supported "
-            f"(this derain_ros reads {FORMAT_VERSION})"
+            f"(this derain_ros reads {', '.join(map(str, READABLE_VERSIONS))})"
         )
-    return info
+    if info.get("format_version") == 2 and "input_contract" not in info:
+        raise CheckpointCorruptError(f"{json_path}: no input_contract (required in format 2)")
+    try:
+        return migrate_checkpoint_info(info, str(json_path))
+    except InputContractError as err:
+        raise CheckpointConfigMismatchError(f"{json_path}: {err}") from err
+
+
+def checkpoint_contract(info: Mapping[str, Any], source: str = "checkpoint") -> InputContract:
+    """The :class:`InputContract` of a description from :func:`read_checkpoint_info`."""
+    try:
+        return InputContract.from_dict(info["input_contract"])
+    except (KeyError, InputContractError) as err:
+        raise CheckpointConfigMismatchError(f"{source}: no usable input contract: {err}") from err
 
 
 def checkpoint_config(info: Mapping[str, Any], source: str = "checkpoint") -> ModelConfig:
@@ -316,7 +342,9 @@ def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> dict[str, An
     info = read_checkpoint_info(path)
     source = str(checkpoint_paths(path)[0])
     _check_config(checkpoint_config(info, source), net.config, source)
+    contract = checkpoint_contract(info, source)
     load_state_strict(net, read_checkpoint_tensors(path, info), source)
+    net.input_contract = contract
     return info
 
 
@@ -341,21 +369,28 @@ def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.d
         _check_config(cfg, expected, source)
     elif expected is not None:
         _check_config(cfg, model_config(expected, in_chans=cfg.in_chans), source)
+    contract = checkpoint_contract(info, source)
+    try:
+        contract.check_matches(cfg, source)
+    except InputContractError as err:
+        raise CheckpointConfigMismatchError(str(err)) from err
     model = DerainNet(cfg)
     load_state_strict(model, read_checkpoint_tensors(path, info), source)
+    model.input_contract = contract
     return model.to(map_location).eval()
 
 
 __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
-    "FRAME_NORMALIZATION",
+    "READABLE_VERSIONS",
     "CheckpointConfigMismatchError",
     "CheckpointCorruptError",
     "CheckpointKeyMismatchError",
     "CheckpointNotFoundError",
     "CheckpointShapeMismatchError",
     "checkpoint_config",
+    "checkpoint_contract",
     "checkpoint_paths",
     "load_checkpoint",
     "load_state_strict",

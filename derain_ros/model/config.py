@@ -9,17 +9,10 @@ rebuilding the network from it.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from derain_ros.errors import ModelError
-
-#: How the event input is expected to arrive, recorded in every checkpoint so that the
-#: engine and the training package can check they feed what the weights were trained on.
-#: The voxel grids come from ``derain_ros.events.voxel`` (signed polarity, bilinear in
-#: time, one grid per inter-frame interval); the network itself squashes them with
-#: ``v / sqrt(1 + |v|)`` so that raw event counts of any sensor rate stay in a sane range.
-VOXEL_NORMALIZATION = "derain_ros.events.voxel; v/sqrt(1+|v|) inside the network"
 
 
 class ModelConfigError(ModelError):
@@ -47,7 +40,9 @@ class ModelConfig:
             detail at about a quarter of the compute.
         reduction: channel-attention squeeze ratio.
         gate_kernels: kernel sizes of the multi-kernel event gate of the temporal fusion.
-        voxel_normalization: what the event input must be (see :data:`VOXEL_NORMALIZATION`).
+
+    How inputs are prepared is not architecture: it is the checkpoint's
+    :class:`~derain_ros.model.contract.InputContract`.
     """
 
     name: str = "derain_base"
@@ -63,7 +58,6 @@ class ModelConfig:
     internal_scale: int = 1
     reduction: int = 4
     gate_kernels: tuple[int, ...] = (3, 5, 7)
-    voxel_normalization: str = field(default=VOXEL_NORMALIZATION)
 
     def __post_init__(self) -> None:
         # JSON gives lists; keep the dataclass hashable and comparable with tuples.
@@ -140,4 +134,4 @@ class ModelConfig:
         return {k: (a[k], b[k]) for k in a if a[k] != b[k]}
 
 
-__all__ = ["VOXEL_NORMALIZATION", "ModelConfig", "ModelConfigError"]
+__all__ = ["ModelConfig", "ModelConfigError"]

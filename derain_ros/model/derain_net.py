@@ -40,6 +40,7 @@ from derain_ros.model.blocks import (
     conv3x3,
 )
 from derain_ros.model.config import ModelConfig
+from derain_ros.model.contract import InputContract
 
 #: Frames per clip (previous, centre, next) and voxel grids per clip (the 2 intervals).
 CLIP_FRAMES = 3
@@ -103,6 +104,9 @@ class DerainNet(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
+        #: How this network's inputs are prepared (timm's ``pretrained_cfg``): the default
+        #: for a fresh network, replaced by the checkpoint's when weights are loaded.
+        self.input_contract = InputContract.for_config(config)
         c, s, h = config.in_chans, config.internal_scale, config.head_chans
         w, r = config.widths, config.reduction
         # Per-frame head: grouped conv, one group per frame of the clip; with
@@ -192,7 +196,8 @@ class DerainNet(nn.Module):
         Args:
             frames: ``[N, 3, C, H, W]`` float in [0, 1]: previous, centre (target), next.
             events: ``[N, 2, bins, H, W]`` voxel grids of the intervals previous->centre
-                and centre->next (see ``config.voxel_normalization``), or None for a
+                and centre->next (prepared as ``self.input_contract`` says; the network
+                squashes them by ``v / sqrt(1 + |v|)`` itself), or None for a
                 frames-only network. Any H, W: padded internally, cropped back.
 
         Returns:
