@@ -4,7 +4,7 @@ Public API (everything else is internal)::
 
     make_decoder(encoding, width, height) -> Decoder   # .decode(payload, time_base) -> Decoded
     make_encoder(encoding, width, height) -> Encoder   # .encode(events) -> (bytes, time_base)
-    EventStream(encoding, width, height)     # .push / .push_decoded / .pop_until / .pop_all
+    EventStream(width, height)               # .push_decoded / .pop_until / .pop_all
     dv_arrays_to_batch(...)                            # dv_ros2_msgs EventArray fields -> events
     event_array_msg_to_batch(msg)                      # an EventArray message -> events
     voxel_grid(events, t0_ns, t1_ns, bins), count_image(events)   # in derain_ros.events.voxel

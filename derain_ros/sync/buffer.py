@@ -36,7 +36,7 @@ class EventBuffer:
     def stream(self, width: int, height: int) -> EventStream:
         """The event queue, made on first use (its size follows the events pushed)."""
         if self._stream is None:
-            self._stream = EventStream(None, width, height,
+            self._stream = EventStream(width, height,
                                        max_buffer_bytes=self.max_buffer_bytes)
         return self._stream
 
