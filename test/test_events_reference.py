@@ -7,12 +7,13 @@ would; the figures (sums, counts, first/last times, decode-until) must match exa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from derain_ros.bag import BagReader
-from derain_ros.events import EventStream, make_decoder
+from derain_ros.events import Decoder, EventStream, make_decoder
 from derain_ros.records import EventBatch, TriggerBatch
 
 TOPIC = "/event_camera/events"
@@ -50,11 +51,19 @@ def test_evt3_trigger_sums(event_bags: Path) -> None:
     assert dec.stats.out_of_bounds == dec.stats.unknown_words == 0
 
 
+def _push_packet(stream: EventStream, dec: Decoder, msg: Any) -> bool:
+    """Decode one packet and queue it, as the synchroniser does (``ordered`` from the
+    decoder's own count of time going backwards)."""
+    back = dec.stats.backwards
+    decoded = dec.decode(msg.events, msg.time_base)
+    return stream.push_decoded(decoded, ordered=dec.stats.backwards == back)
+
+
 def test_evt3_decode_until(event_bags: Path) -> None:
     msgs = _packets(event_bags / "prophesee_evt3_1280x720_trigger")
-    stream = EventStream("evt3", 1280, 720)
+    stream, dec = EventStream(1280, 720), make_decoder("evt3", 1280, 720)
     for m in msgs:
-        assert stream.push(m.events, m.time_base)
+        assert _push_packet(stream, dec, m)
     assert stream.packets == 105
     ev = stream.pop_until(14252072000).events
     assert _sum_t(ev.t) == 29004181874000
@@ -102,16 +111,19 @@ def test_pop_until_equals_full_decode(event_bags: Path, name: str) -> None:
     msgs, _, out = _decode_all(event_bags / name)
     full = EventBatch.concatenate([o.events for o in out])
     first = msgs[0]
-    stream = EventStream(first.encoding, first.width, first.height)
+    stream = EventStream(first.width, first.height)
+    dec = make_decoder(first.encoding, first.width, first.height)
     cuts = np.linspace(int(full.t[0]), int(full.t[-1]), 37).astype(np.int64)[1:]
     parts, ci = [], 0
     for m in msgs:
-        stream.push(m.events, m.time_base)
-        while ci < len(cuts) and stream.bytes_buffered > 40_000:
+        assert _push_packet(stream, dec, m)
+        # cut once the stream has passed the cut time, as the synchroniser does (events
+        # behind a cut already made would be late)
+        while ci < len(cuts) and (stream.newest_t_ns or -1) >= cuts[ci]:
             part = stream.pop_until(int(cuts[ci])).events
             assert not len(part) or int(part.t.max()) < cuts[ci]
             parts.append(part)
             ci += 1
     parts.append(stream.pop_all().events)
-    assert EventBatch.concatenate(parts).equals(full)
+    assert EventBatch.concatenate(parts).equals(full) and stream.counters.late == 0
     assert stream.bytes_buffered == 0

@@ -1,8 +1,7 @@
 """``EventStream`` fed with decoded batches (``push_decoded``), the way the synchroniser
 uses it: windows, byte accounting, late events, newest time, triggers, drop_before.
 
-The lazy path (``push`` of raw payloads) is pinned on real recordings in
-test_events_reference.py and for bad input in test_events_bad_input.py.
+The same stream fed packets of real recordings is pinned in test_events_reference.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from derain_ros.errors import EventError
-from derain_ros.events import Decoded, EventStream, make_encoder
+from derain_ros.events import Decoded, EventStream, make_decoder, make_encoder
 from derain_ros.events.stream import EVENT_BYTES
 from derain_ros.records import EventBatch, TriggerBatch
 
@@ -35,7 +34,7 @@ def decoded(t, triggers: TriggerBatch = NO_TRIG, **size) -> Decoded:
 
 
 def test_windows_of_integer_times_and_bytes_released_event_by_event() -> None:
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     assert s.push_decoded(decoded([10, 20, 30]), ordered=True)
     assert s.push_decoded(decoded([40, 50]), ordered=True)
     assert s.bytes_buffered == 5 * EVENT_BYTES and s.packets == 2
@@ -51,7 +50,7 @@ def test_windows_of_integer_times_and_bytes_released_event_by_event() -> None:
 
 
 def test_full_buffer_refuses_the_whole_packet() -> None:
-    s = EventStream(None, W, H, max_buffer_bytes=4 * EVENT_BYTES)
+    s = EventStream(W, H, max_buffer_bytes=4 * EVENT_BYTES)
     assert s.push_decoded(decoded([1, 2, 3]))
     trig = TriggerBatch([4], [1], [0])
     assert not s.push_decoded(decoded([4, 5], trig))  # 5 events > 4: refused, counted
@@ -64,7 +63,7 @@ def test_full_buffer_refuses_the_whole_packet() -> None:
 
 
 def test_events_behind_a_cut_are_dropped_and_counted() -> None:
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     s.push_decoded(decoded([10, 20]), ordered=True)
     assert s.pop_until(25).events.t.tolist() == [10, 20]
     # a packet straddling the cut: its events before 25 would come out of order
@@ -77,7 +76,7 @@ def test_events_behind_a_cut_are_dropped_and_counted() -> None:
 
 
 def test_newest_time_follows_events_then_triggers() -> None:
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     assert s.newest_t_ns is None
     s.push_decoded(decoded([5, 9]))
     assert s.newest_t_ns == 9
@@ -92,7 +91,7 @@ def test_newest_time_follows_events_then_triggers() -> None:
 
 
 def test_rising_edges_and_trigger_cut() -> None:
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     s.push_decoded(decoded([1], TriggerBatch([10, 12], [1, 0], [0, 0])))
     s.push_decoded(decoded([2], TriggerBatch([30, 31, 40], [1, 1, 0], [0, 1, 1])))
     assert s.rising_edges().tolist() == [10, 30, 31]
@@ -104,7 +103,7 @@ def test_rising_edges_and_trigger_cut() -> None:
 
 
 def test_drop_before_forgets_old_events_but_sets_no_cut() -> None:
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     s.push_decoded(decoded([1, 2, 3, 8, 9], TriggerBatch([2, 9], [1, 1], [0, 0])), ordered=True)
     s.drop_before(8)
     assert s.bytes_buffered == 2 * EVENT_BYTES and s.rising_edges().tolist() == [9]
@@ -115,21 +114,21 @@ def test_drop_before_forgets_old_events_but_sets_no_cut() -> None:
 
 def test_unordered_batches_stop_at_the_first_late_event() -> None:
     """Without ``ordered`` the rule is pop_until's: stream order up to the first t >= T."""
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     s.push_decoded(decoded([10, 30, 20, 40]))
     assert s.pop_until(25).events.t.tolist() == [10]
     assert s.pop_until(35).events.t.tolist() == [30, 20]
-    # the lazy path finds the same by itself: the decoder counts time going backwards
-    lazy = EventStream("mono", W, H)
-    lazy.push(*make_encoder("mono", W, H).encode(batch([10, 30, 20, 40])))
-    assert lazy.pop_until(25).events.t.tolist() == [10]
-    assert lazy.decoder.stats.backwards == 1
+    # the decoder's own count of time going backwards is what gives ``ordered``
+    dec = make_decoder("mono", W, H)
+    s = EventStream(W, H)
+    s.push_decoded(dec.decode(*make_encoder("mono", W, H).encode(batch([10, 30, 20, 40]))),
+                   ordered=dec.stats.backwards == 0)
+    assert dec.stats.backwards == 1
+    assert s.pop_until(25).events.t.tolist() == [10]
 
 
 def test_sensor_size_and_wrong_use() -> None:
-    s = EventStream(None, 1, 1)
-    with pytest.raises(EventError, match="push_decoded"):
-        s.push(b"\x00" * 8, 0)
+    s = EventStream(1, 1)
     s.push_decoded(decoded([1, 2]))  # an empty decoded-only stream takes the batch's size
     assert (s.width, s.height) == (W, H)
     with pytest.raises(EventError, match="sensor"):
@@ -137,16 +136,6 @@ def test_sensor_size_and_wrong_use() -> None:
     s.pop_all()
     s.push_decoded(decoded([3], width=64, height=48))  # empty again: a new size is fine
     assert (s.width, s.height) == (64, 48)
-    with pytest.raises(EventError, match="sensor"):  # a decoder fixes the size
-        EventStream("mono", W, H).push_decoded(decoded([1], width=64, height=48))
-
-
-def test_push_decoded_after_raw_packets_keeps_stream_order() -> None:
-    s = EventStream("mono", W, H)
-    s.push(*make_encoder("mono", W, H).encode(batch([1, 2, 3])))
-    s.push_decoded(decoded([4, 5]))
-    assert s.pop_until(5).events.t.tolist() == [1, 2, 3, 4]
-    assert s.bytes_buffered == EVENT_BYTES and s.packets == 2
 
 
 @settings(max_examples=150, deadline=None)
@@ -158,7 +147,7 @@ def test_windows_hold_each_event_once(gaps, sizes, frames, ordered) -> None:
     """Any packetisation, any cut times: (prev, t] windows partition the stream exactly."""
     t = np.cumsum(gaps)
     bounds = np.unique(np.clip([*np.cumsum([0, *sizes]), len(t)], 0, len(t)))
-    s = EventStream(None, W, H)
+    s = EventStream(W, H)
     for lo, hi in itertools.pairwise(bounds):
         assert s.push_decoded(decoded(t[lo:hi]), ordered=ordered)
     prev = None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -31,26 +30,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch import Tensor
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from derain_ros.eval.metrics import psnr, ssim
-from derain_ros.model import (
-    CLIP_TARGET,
-    InputContract,
-    InputContractError,
-    create_model,
-    load_weights,
-    save_checkpoint,
+from derain_ros.model import CLIP_TARGET, save_checkpoint
+from derain_training.build import (
+    ResumableSampler,
+    build_datasets,
+    build_model,
+    build_objective,
+    build_optimisers,
+    build_sampler,
+    lr_factor,
+    select_device,
+    wrap_for_ddp,
 )
-from derain_ros.model.derain_net import DerainNet
 from derain_training.config import TrainConfig
-from derain_training.data import ClipDataset
 from derain_training.errors import NonFiniteLossError, TrainConfigError, TrainingError
-from derain_training.losses import PatchDiscriminator, hinge_d_loss
-from derain_training.objective import Objective
+from derain_training.losses import hinge_d_loss
 from derain_training.state import (
     find_latest,
     get_rng_state,
@@ -63,7 +62,7 @@ from derain_training.state import (
     set_rng_state,
 )
 
-__all__ = ["DistInfo", "TrainResult", "Trainer", "events_to_rgb", "lr_factor", "training_contract"]
+__all__ = ["DistInfo", "ResumableSampler", "TrainResult", "Trainer", "events_to_rgb", "lr_factor"]
 
 _log = logging.getLogger(__name__)
 
@@ -101,24 +100,6 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
-    """Learning-rate multiplier at ``step`` (0-based optimiser steps).
-
-    Supervised/unsupervised: linear warm-up over ``optim.warmup_steps``, then cosine
-    from 1 to ``optim.min_lr_ratio`` at ``run.steps``. Online: ``lr_decay ** round``.
-    """
-    if cfg.mode == "online":
-        spr = cfg.losses.online.steps_per_round
-        return cfg.losses.online.lr_decay ** (step // spr)
-    warm = cfg.optim.warmup_steps
-    if warm > 0 and step < warm:
-        return (step + 1) / warm
-    total = max(cfg.run.steps - warm, 1)
-    progress = min(max(step - warm, 0) / total, 1.0)
-    floor = cfg.optim.min_lr_ratio
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def events_to_rgb(voxels: Tensor) -> Tensor:
     """``[intervals, bins, H, W]`` voxel grids -> ``[3, H, W]`` image: red ON, blue OFF.
 
@@ -128,38 +109,6 @@ def events_to_rgb(voxels: Tensor) -> Tensor:
     scale = torch.quantile(net.abs().flatten(), 0.99).clamp_min(1e-6)
     v = (net / scale).clamp(-1, 1)
     return torch.stack([v.clamp(min=0), torch.zeros_like(v), (-v).clamp(min=0)])
-
-
-class ResumableSampler(DistributedSampler):
-    """A :class:`DistributedSampler` that can start part-way into an epoch (resume)."""
-
-    start: int = 0
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(list(super().__iter__())[self.start:])
-
-    def __len__(self) -> int:
-        return max(self.num_samples - self.start, 0)
-
-
-def training_contract(cfg: TrainConfig, current: InputContract, *,
-                      from_checkpoint: bool) -> InputContract:
-    """The input contract the trained network will carry (and its data is prepared with).
-
-    From a checkpoint (``--init``) its contract stands, and a config value that
-    contradicts it is refused (the weights were trained on those inputs). A fresh
-    network takes the config's ``arrangement``/``voxel_normalize`` (``causal``/``none``
-    when unset) on top of its own channels and bins.
-    """
-    asked = {"arrangement": cfg.data.arrangement, "voxel_normalize": cfg.data.voxel_normalize}
-    if from_checkpoint:
-        try:
-            current.refuse_overrides("--init checkpoint", **asked)
-        except InputContractError as err:
-            raise TrainConfigError(str(err)) from err
-        return current
-    return current.replace(arrangement=asked["arrangement"] or "causal",
-                           voxel_normalize=asked["voxel_normalize"] or "none")
 
 
 class Trainer:
@@ -195,14 +144,7 @@ class Trainer:
 
     # -- set-up ----------------------------------------------------------------------
     def _device(self) -> torch.device:
-        want = self.cfg.run.device
-        if want == "auto":
-            want = "cuda" if torch.cuda.is_available() else "cpu"
-        if want == "cuda":
-            if not torch.cuda.is_available():
-                raise TrainConfigError("run.device is cuda but no CUDA device is available")
-            return torch.device("cuda", self.dist.local_rank)
-        return torch.device(want)
+        return select_device(self.cfg.run.device, self.dist.local_rank)
 
     def _init_dist(self, device: torch.device) -> None:
         if self.dist.world > 1 and not dist.is_initialized():
@@ -212,6 +154,7 @@ class Trainer:
             self._own_group = True
 
     def _build(self) -> None:
+        """Set the run up: device and process group, seeds, then the parts in order."""
         cfg = self.cfg
         self.device = self._device()
         if self.device.type == "cuda":
@@ -221,75 +164,19 @@ class Trainer:
             torch.set_num_threads(cfg.run.threads)
         torch.manual_seed(cfg.run.seed)
         np.random.seed(cfg.run.seed)
-        model = create_model(cfg.model.name, **cfg.model.overrides)
-        self.init_info: dict[str, Any] = {}
-        if self.init is not None:
-            self.init_info = load_weights(model, self.init)  # raises for another size
-        model.input_contract = training_contract(cfg, model.input_contract,
-                                                 from_checkpoint=self.init is not None)
-        model.train()
-        self.model: DerainNet = model.to(self.device)
-        mc = model.config
-        self.dataset = ClipDataset(
-            self.bags, cfg.data, contract=model.input_contract,
-            require_truth=cfg.mode == "supervised", seed=cfg.run.seed,
-            clean_bags=cfg.data.clean_bags if self._needs_clean() else (),
-            progress=self.progress,
-        )
-        if self.dataset.chans != mc.in_chans:
-            raise TrainConfigError(
-                f"the bags have {self.dataset.chans}-channel frames but {mc.name} takes "
-                f"{mc.in_chans} (set model.overrides.in_chans)")
-        self.val = None
-        if cfg.data.val_bags and self.dist.main:
-            self.val = ClipDataset(cfg.data.val_bags, cfg.data, contract=model.input_contract,
-                                   require_truth=True, crop=0,
-                                   augment=False, max_clips=cfg.data.val_max_clips,
-                                   progress=self.progress)
-        self.objective = Objective(self.model, cfg).to(self.device)
-        if self.objective.dropped_terms and self.dist.main:
-            _log.warning("%s has no event branch: contrastive terms %s are off", mc.name,
-                         self.objective.dropped_terms)
-        if "anchor" in self.objective.weights:
-            if self.init is None:
-                raise TrainConfigError("the anchor loss needs a starting network (--init)")
-            ref = copy.deepcopy(self.model).eval().requires_grad_(False)
-            self.objective.set_reference(ref)
-        self.disc: nn.Module | None = None
-        if "adversarial" in self.objective.weights:
-            d = cfg.discriminator
-            self.disc = PatchDiscriminator(mc.in_chans, d.width, d.layers, d.spectral_norm)
-            self.disc = self.disc.to(self.device)
-            self.objective.set_discriminator(self.disc)
-        ddp_kw: dict[str, Any] = {"find_unused_parameters": cfg.run.find_unused_parameters}
-        if self.device.type == "cuda":
-            ddp_kw["device_ids"] = [self.device.index]
-        ddp = self.dist.world > 1
-        self.g_module: nn.Module = (DistributedDataParallel(self.objective, **ddp_kw) if ddp
-                                    else self.objective)
-        self.d_module: nn.Module | None = None
-        if self.disc is not None:
-            self.d_module = DistributedDataParallel(self.disc, **ddp_kw) if ddp else self.disc
-        o = cfg.optim
-        betas = (float(o.betas[0]), float(o.betas[1]))
-        self.opt_g = torch.optim.Adam(self.objective.parameters(), lr=o.lr, betas=betas,
-                                      weight_decay=o.weight_decay)
-        self.sched_g = torch.optim.lr_scheduler.LambdaLR(
-            self.opt_g, lambda s: lr_factor(s, cfg))
-        self.opt_d = self.sched_d = None
-        if self.disc is not None:
-            self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=o.disc_lr, betas=betas)
-            self.sched_d = torch.optim.lr_scheduler.LambdaLR(
-                self.opt_d, lambda s: lr_factor(s, cfg))
-        self.sampler = ResumableSampler(self.dataset, num_replicas=self.dist.world,
-                                        rank=self.dist.rank, shuffle=True, seed=cfg.run.seed,
-                                        drop_last=True)
-        per_rank = len(self.dataset) // self.dist.world
-        self.steps_per_epoch = per_rank // cfg.data.batch_size
-        if self.steps_per_epoch == 0:
-            raise TrainConfigError(
-                f"the bags give {len(self.dataset)} clips: too few for batch size "
-                f"{cfg.data.batch_size} on {self.dist.world} rank(s)")
+        self.model, self.init_info = build_model(cfg, self.init, self.device)
+        self.dataset, self.val = build_datasets(
+            cfg, self.bags, self.model, needs_clean=self._needs_clean(),
+            with_val=self.dist.main, progress=self.progress)
+        self.objective, self.disc = build_objective(
+            cfg, self.model, self.device, has_init=self.init is not None, main=self.dist.main)
+        self.g_module, self.d_module = wrap_for_ddp(cfg, self.objective, self.disc,
+                                                    self.device, self.dist.world)
+        opts = build_optimisers(cfg, self.objective, self.disc)
+        self.opt_g, self.sched_g = opts.opt_g, opts.sched_g
+        self.opt_d, self.sched_d = opts.opt_d, opts.sched_d
+        self.sampler, self.steps_per_epoch = build_sampler(cfg, self.dataset, self.dist.rank,
+                                                           self.dist.world)
         self.step = 0
         self.round_start: dict[str, Tensor] | None = None
         self.last_good: Path | None = None
@@ -587,8 +474,18 @@ class Trainer:
                 seconds: float) -> Path | None:
         if not self.dist.main:
             return None
+        provenance = self._provenance(losses, val, seconds)
+        path = save_checkpoint(self.model, self.out / "export" / self.model.config.name,
+                               provenance)
+        if self.export_to is not None:
+            save_checkpoint(self.model, self.export_to, provenance)
+        return path
+
+    def _provenance(self, losses: Mapping[str, float], val: Mapping[str, float],
+                    seconds: float) -> dict[str, Any]:
+        """What the exported checkpoint records about how it was trained."""
         cfg = self.cfg
-        provenance = {
+        return {
             "trainer": "derain_training",
             "mode": cfg.mode,
             "arrangement": self.model.input_contract.arrangement,
@@ -604,8 +501,3 @@ class Trainer:
             "validation": dict(val),
             "config": cfg.to_dict(),
         }
-        path = save_checkpoint(self.model, self.out / "export" / self.model.config.name,
-                               provenance)
-        if self.export_to is not None:
-            save_checkpoint(self.model, self.export_to, provenance)
-        return path

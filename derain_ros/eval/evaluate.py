@@ -197,80 +197,22 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
     has_gt = GT_CLEAN_TOPIC in src_topics
     notes = ["full frames are scored (the ICCV 2023 paper scores a centre 128x128 crop)",
              brisque_available()[1]]
-    replay_info: dict[str, Any] = {}
     summary = out_bag / REPLAY_SUMMARY
-    if summary.is_file():
-        replay_info = json.loads(summary.read_text())
-
-    # outputs live in out_bag; with a separate input bag, load them by stamp
-    separate: dict[int, Any] = {}
-    extras = [GT_CLEAN_TOPIC] if has_gt else []
-    if source == out_bag:
-        extras.append(output_topic)
-    else:
-        from derain_ros.sync import image_from_msg
-
-        with BagReader(out_bag) as reader:
-            for rec in reader.messages([output_topic]):
-                separate[stamp_to_ns(rec.msg.header.stamp)] = image_from_msg(rec.msg)
+    replay_info: dict[str, Any] = json.loads(summary.read_text()) if summary.is_file() else {}
 
     frames_total = src_topics[image_topic].count
     if max_frames is not None:
         frames_total = min(frames_total, max_frames)
-    scores: list[FrameScore] = []
-    clip = Clip()
-    stamps: list[int] = []
-    niqe_ok = True
-    bar = tqdm(total=frames_total, desc="eval", unit="frame", disable=not progress,
-               file=sys.stderr)
-    for window in windows_from_bag(source, image_topic, _NO_EVENTS, extra_topics=extras):
-        if max_frames is not None and len(scores) >= max_frames:
-            break
-        i = len(scores)
-        rainy = window.image.to_network()
-        out_img = window.extras.get(output_topic) if source == out_bag else (
-            separate.get(window.stamp_ns))
-        score = FrameScore(i, window.stamp_ns, out_img is not None)
-        derained = out_img.to_network() if out_img is not None else None
-        clean = window.extras[GT_CLEAN_TOPIC].to_network() if (
-            GT_CLEAN_TOPIC in window.extras) else None
-        if clean is not None:
-            score.psnr_input = image_psnr(*_same_channels(rainy, clean))
-            score.ssim_input = image_ssim(*_same_channels(rainy, clean))
-            if derained is not None:
-                score.psnr_output = image_psnr(*_same_channels(derained, clean))
-                score.ssim_output = image_ssim(*_same_channels(derained, clean))
-        if niqe_ok and (not has_gt or i % max(1, niqe_every) == 0):
-            try:
-                score.niqe_input = niqe(rainy)
-                if derained is not None:
-                    score.niqe_output = niqe(derained)
-            except NoReferenceError as err:
-                niqe_ok = False
-                notes.append(f"NIQE skipped: {err}")
-        scores.append(score)
-        stamps.append(window.stamp_ns)
-        clip.rainy.append(_to_uint8(rainy))
-        clip.derained.append(_to_uint8(derained) if derained is not None else None)
-        clip.clean.append(_to_uint8(clean) if clean is not None else None)
-        bar.update(1)
-    bar.close()
+    scoring = _Scoring(has_gt=has_gt, niqe_every=niqe_every, notes=notes)
+    _score_frames(scoring, source, out_bag, image_topic, output_topic, max_frames,
+                  tqdm(total=frames_total, desc="eval", unit="frame", disable=not progress,
+                       file=sys.stderr))
+    scores, clip = scoring.scores, scoring.clip
     if not scores:
         raise NoFramesError(f"{source}: no frames could be read on {image_topic}")
-    if len(stamps) > 1:
-        dt = np.median(np.diff(np.asarray(stamps, np.int64))) / 1e9
-        clip.fps = float(1.0 / dt) if dt > 0 else 30.0
 
-    # latency from the replay's log times (input publish -> output receive)
-    latencies: list[float] = []
-    if source == out_bag:
-        times = _log_times(out_bag, [image_topic, output_topic])
-        for s in scores:
-            t_in, t_out = times[image_topic].get(s.stamp_ns), times[output_topic].get(s.stamp_ns)
-            if t_in is not None and t_out is not None:
-                s.latency_ms = (t_out - t_in) / 1e6
-                latencies.append(s.latency_ms)
-    latency = latency_summary(latencies)
+    latency = latency_summary(_latencies(scores, out_bag, image_topic, output_topic)
+                              if source == out_bag else [])
     fps = float(replay_info.get("fps", 0.0))
     if not latency and replay_info.get("latency_ms"):
         latency = dict(replay_info["latency_ms"])
@@ -279,7 +221,7 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
     means = {key: _nanmean([getattr(s, key) for s in scored])
              for key in ("psnr_input", "psnr_output", "ssim_input", "ssim_output",
                          "niqe_input", "niqe_output")}
-    baselines = _baselines(clip, scores, has_gt, niqe_ok, niqe_every)
+    baselines = _baselines(clip, scores, has_gt, scoring.niqe_ok, niqe_every)
     missing = len(scores) - len(scored)
     if missing:
         notes.append(f"{missing} of {len(scores)} frames have no output (dropped by the "
@@ -299,6 +241,101 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
 
         result.report = str(write_report(result, report_dir).markdown)
     return result
+
+
+@dataclass
+class _Scoring:
+    """Scores and the clip collected frame by frame; NIQE is given up on at its first
+    failure (``niqe_ok``), with a note."""
+
+    has_gt: bool
+    niqe_every: int
+    notes: list[str]
+    scores: list[FrameScore] = field(default_factory=list)
+    clip: Clip = field(default_factory=Clip)
+    stamps: list[int] = field(default_factory=list)
+    niqe_ok: bool = True
+
+
+def _outputs_by_stamp(out_bag: Path, output_topic: str) -> dict[int, Any]:
+    """The node's outputs in ``out_bag`` by ``header.stamp`` (for a separate input bag)."""
+    from derain_ros.sync import image_from_msg
+
+    out: dict[int, Any] = {}
+    with BagReader(out_bag) as reader:
+        for rec in reader.messages([output_topic]):
+            out[stamp_to_ns(rec.msg.header.stamp)] = image_from_msg(rec.msg)
+    return out
+
+
+def _score_frames(scoring: _Scoring, source: Path, out_bag: Path, image_topic: str,
+                  output_topic: str, max_frames: int | None, bar: Any) -> None:
+    """Score every frame of ``source`` against its output (in ``source`` itself, or by
+    stamp in ``out_bag``) and the ground truth; sets the clip's frame rate."""
+    # outputs live in out_bag; with a separate input bag, load them by stamp
+    separate: dict[int, Any] = {}
+    extras = [GT_CLEAN_TOPIC] if scoring.has_gt else []
+    if source == out_bag:
+        extras.append(output_topic)
+    else:
+        separate = _outputs_by_stamp(out_bag, output_topic)
+    for window in windows_from_bag(source, image_topic, _NO_EVENTS, extra_topics=extras):
+        if max_frames is not None and len(scoring.scores) >= max_frames:
+            break
+        out_img = window.extras.get(output_topic) if source == out_bag else (
+            separate.get(window.stamp_ns))
+        _score_one(scoring, window, out_img)
+        bar.update(1)
+    bar.close()
+    stamps = scoring.stamps
+    if len(stamps) > 1:
+        dt = np.median(np.diff(np.asarray(stamps, np.int64))) / 1e9
+        scoring.clip.fps = float(1.0 / dt) if dt > 0 else 30.0
+
+
+def _score_one(scoring: _Scoring, window: Any, out_img: Any) -> None:
+    """PSNR/SSIM against the ground truth, NIQE (every ``niqe_every``-th frame with
+    ground truth, every frame without); the frame joins the clip."""
+    i = len(scoring.scores)
+    rainy = window.image.to_network()
+    score = FrameScore(i, window.stamp_ns, out_img is not None)
+    derained = out_img.to_network() if out_img is not None else None
+    clean = window.extras[GT_CLEAN_TOPIC].to_network() if (
+        GT_CLEAN_TOPIC in window.extras) else None
+    if clean is not None:
+        score.psnr_input = image_psnr(*_same_channels(rainy, clean))
+        score.ssim_input = image_ssim(*_same_channels(rainy, clean))
+        if derained is not None:
+            score.psnr_output = image_psnr(*_same_channels(derained, clean))
+            score.ssim_output = image_ssim(*_same_channels(derained, clean))
+    if scoring.niqe_ok and (not scoring.has_gt or i % max(1, scoring.niqe_every) == 0):
+        try:
+            score.niqe_input = niqe(rainy)
+            if derained is not None:
+                score.niqe_output = niqe(derained)
+        except NoReferenceError as err:
+            scoring.niqe_ok = False
+            scoring.notes.append(f"NIQE skipped: {err}")
+    scoring.scores.append(score)
+    scoring.stamps.append(window.stamp_ns)
+    clip = scoring.clip
+    clip.rainy.append(_to_uint8(rainy))
+    clip.derained.append(_to_uint8(derained) if derained is not None else None)
+    clip.clean.append(_to_uint8(clean) if clean is not None else None)
+
+
+def _latencies(scores: list[FrameScore], out_bag: Path, image_topic: str,
+               output_topic: str) -> list[float]:
+    """Latency (ms) per frame from the replay's log times (input publish -> output
+    receive), also set on each score."""
+    latencies: list[float] = []
+    times = _log_times(out_bag, [image_topic, output_topic])
+    for s in scores:
+        t_in, t_out = times[image_topic].get(s.stamp_ns), times[output_topic].get(s.stamp_ns)
+        if t_in is not None and t_out is not None:
+            s.latency_ms = (t_out - t_in) / 1e6
+            latencies.append(s.latency_ms)
+    return latencies
 
 
 def _nanmean(values: Sequence[float]) -> float:

@@ -25,20 +25,20 @@ the input frame's publish time. The output bag's log times are those host times 
 frames: publish time; outputs: receive time; ground truth: copy time), and
 ``replay.json`` beside its ``metadata.yaml`` keeps the summary.
 
-rclpy is imported inside the functions that start ROS, so importing this module (e.g.
-by the layering test) stays ROS-free.
+The rclpy session (publishers, subscriptions, the node's parameters) is
+:class:`derain_ros.ros.session.RosSession`, imported only when a replay starts, so this
+module stays ROS-free (the layering test imports it with rclpy blocked).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -171,126 +171,6 @@ def check_frames(bag: str | Path, image_topic: str = IMAGE_TOPIC,
     return topics
 
 
-def _msg_class(msgtype: str) -> Any:
-    """The rclpy message class of ``pkg/msg/Name``."""
-    pkg, _, name = msgtype.split("/")
-    try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError) as err:
-        raise ReplayError(f"message type {msgtype} is not available to rclpy: {err}") from err
-
-
-class _Session:
-    """One rclpy context with the replay node, publishers and recording subscriptions."""
-
-    def __init__(self, node_name: str, abort: Callable[[], str | None] | None = None) -> None:
-        import rclpy
-        from rclpy.executors import SingleThreadedExecutor
-
-        self.rclpy = rclpy
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context)
-        self.node = rclpy.create_node(f"derain_replay_{os.getpid()}", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.target = node_name.strip("/")
-        self.abort = abort
-
-    def spin(self, seconds: float = 0.0) -> None:
-        """Handle callbacks for ``seconds`` (at least one round)."""
-        end = time.monotonic() + seconds
-        while True:
-            self.executor.spin_once(timeout_sec=max(0.0, min(0.005, end - time.monotonic())))
-            if time.monotonic() >= end:
-                return
-
-    def wait_until(self, cond: Callable[[], bool], timeout_s: float) -> bool:
-        end = time.monotonic() + timeout_s
-        while not cond():
-            if time.monotonic() >= end:
-                return False
-            if self.abort is not None and (why := self.abort()):
-                raise ReplayError(why)
-            self.executor.spin_once(timeout_sec=0.01)
-        return True
-
-    def publisher(self, msgtype: str, topic: str, depth: int) -> Any:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
-                         reliability=ReliabilityPolicy.RELIABLE,
-                         durability=DurabilityPolicy.VOLATILE)
-        return self.node.create_publisher(_msg_class(msgtype), topic, qos)
-
-    def subscription(self, msgtype: str, topic: str, callback: Callable[[bytes], None],
-                     reliable: bool) -> Any:
-        from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-
-        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
-                         reliability=(ReliabilityPolicy.RELIABLE if reliable
-                                      else ReliabilityPolicy.BEST_EFFORT),
-                         durability=DurabilityPolicy.VOLATILE)
-        return self.node.create_subscription(_msg_class(msgtype), topic, callback, qos,
-                                             raw=True)
-
-    def publishers_reliable(self, topic: str) -> bool | None:
-        """Whether every publisher of ``topic`` is reliable (None: no publisher yet)."""
-        from rclpy.qos import ReliabilityPolicy
-
-        infos = self.node.get_publishers_info_by_topic(topic)
-        if not infos:
-            return None
-        return all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos)
-
-    def parameters(self, names: Sequence[str], timeout_s: float = 3.0) -> dict[str, Any]:
-        """The target node's parameters (empty when its parameter service does not answer)."""
-        from rcl_interfaces.srv import GetParameters
-
-        client = self.node.create_client(GetParameters, f"/{self.target}/get_parameters")
-        try:
-            if not client.wait_for_service(timeout_sec=timeout_s):
-                return {}
-            future = client.call_async(GetParameters.Request(names=list(names)))
-            if not self.wait_until(future.done, timeout_s) or future.result() is None:
-                return {}
-            out = {}
-            for name, value in zip(names, future.result().values, strict=False):
-                for attr in ("string_value", "bool_value", "integer_value", "double_value"):
-                    kind = {"string_value": 4, "bool_value": 1, "integer_value": 2,
-                            "double_value": 3}[attr]
-                    if value.type == kind:
-                        out[name] = getattr(value, attr)
-            return out
-        finally:
-            self.node.destroy_client(client)
-
-    def close(self) -> None:
-        try:
-            self.executor.shutdown(timeout_sec=1.0)
-            self.node.destroy_node()
-        finally:
-            self.rclpy.try_shutdown(context=self.context)
-
-
-def node_arrangement(params: dict[str, Any]) -> str:
-    """The clip arrangement a node runs, from its parameters.
-
-    An empty ``arrangement`` parameter means "the checkpoint's": read it from the
-    checkpoint's input contract (the node's files are on this machine when replaying),
-    ``causal`` when it cannot be read.
-    """
-    if params.get("arrangement"):
-        return str(params["arrangement"])
-    from derain_ros.model import default_checkpoint_path, read_checkpoint_info
-
-    try:
-        path = params.get("checkpoint") or default_checkpoint_path(
-            str(params.get("model", "derain_tiny")), int(params.get("in_chans", 3)))
-        return str(read_checkpoint_info(path)["input_contract"]["arrangement"])
-    except (DerainError, OSError, KeyError, ValueError):
-        return "causal"
-
-
 def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                lossless: bool = False, node_name: str = "derain_node",
                timeout_s: float = 30.0, frame_timeout_s: float = 30.0,
@@ -317,176 +197,273 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
         NodeNotFoundError: the node did not appear within ``timeout_s``.
     """
     from derain_ros.bag import BagWriter
+    from derain_ros.ros.session import RosSession  # the ROS edge: only when replaying
 
     if not lossless and not rate > 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
     topics = check_frames(bag, image_topic, event_topic)
     require_localhost()
     out_bag = Path(out_bag)
-    have_events = event_topic in topics
-    frames_total = topics[image_topic].count
-    outputs = {node_topic(node_name, OUT_IMAGE): "sensor_msgs/msg/Image",
-               node_topic(node_name, OUT_RAIN): "sensor_msgs/msg/Image",
-               node_topic(node_name, OUT_EVENTS_IMAGE): "sensor_msgs/msg/Image",
-               DIAGNOSTICS_TOPIC: "diagnostic_msgs/msg/DiagnosticArray"}
-    out_image = node_topic(node_name, OUT_IMAGE)
-    warnings: list[str] = []
-
-    session = _Session(node_name, abort)
+    plan = _Plan(bag=bag, topics=topics, image_topic=image_topic, event_topic=event_topic,
+                 node_name=node_name, lossless=lossless, rate=rate,
+                 frame_timeout_s=frame_timeout_s)
+    session = RosSession(node_name, abort)
     try:
-        from rclpy.serialization import deserialize_message
-
-        image_cls = _msg_class("sensor_msgs/msg/Image")
-        pub_image = session.publisher(topics[image_topic].msgtype, image_topic, 10)
-        pub_events = (session.publisher(topics[event_topic].msgtype, event_topic, 1000)
-                      if have_events else None)
-
-        # -- find the node ------------------------------------------------------------
-        def node_ready() -> bool:
-            return (session.publishers_reliable(out_image) is not None
-                    and pub_image.get_subscription_count() > 0
-                    and (pub_events is None or pub_events.get_subscription_count() > 0))
-
-        if not session.wait_until(node_ready, timeout_s):
-            raise NodeNotFoundError(
-                f"no node /{session.target} subscribed to {image_topic} and publishing "
-                f"{out_image} within {timeout_s:.0f} s. Start it first, e.g. `derain_node "
-                f"--ros-args --params-file config/derain.yaml -p drop_policy:=block "
-                f"-p image_qos_reliability:=reliable -p event_qos_reliability:=reliable` "
-                f"(same ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
+        pubs = _Publishers.open(session, plan)
+        _wait_for_node(session, pubs, plan, timeout_s)
         params = session.parameters(["drop_policy", "arrangement", "image_qos_reliability",
                                      "event_qos_reliability", "model", "checkpoint",
                                      "in_chans"])
-        in_flight = 1
-        if lossless:
-            if params.get("drop_policy", "block") != "block":
-                warnings.append(f"node drop_policy is {params['drop_policy']!r}; lossless "
-                                f"replay wants 'block'")
-            for key in ("image_qos_reliability", "event_qos_reliability"):
-                if params.get(key, "reliable") == "best_effort":
-                    warnings.append(f"node {key} is best_effort: a lost message shows up as "
-                                    f"a dropped frame; start it with -p {key}:=reliable")
-            if node_arrangement(params) == "centre":
-                in_flight = 2  # output k-1 needs frame k
-                warnings.append("node arrangement is 'centre': its last frame stays inside "
-                                "the node (one frame of latency)")
-
-        # -- record -------------------------------------------------------------------
-        published: dict[int, int] = {}   # stamp -> publish time
-        received: dict[int, int] = {}    # stamp -> receive time
-        lost: set[int] = set()           # stamps given up on (no output in time)
-        counts = dict.fromkeys(outputs, 0)
-        unmatched = [0]
-
+        in_flight = _check_node_parameters(params, lossless, plan.warnings)
         with BagWriter(out_bag, overwrite=overwrite) as writer:
-            added: set[str] = set()
-
-            def record(topic: str, msgtype: str, raw: bytes, when: int) -> None:
-                if topic not in added:
-                    writer.add_topic(topic, msgtype,
-                                     "reliable" if topic == DIAGNOSTICS_TOPIC else "sensor_data")
-                    added.add(topic)
-                writer.write(topic, when, raw)
-
-            def on_output(topic: str, msgtype: str) -> Callable[[bytes], None]:
-                def callback(raw: bytes) -> None:
-                    now = time.time_ns()
-                    counts[topic] += 1
-                    record(topic, msgtype, raw, now)
-                    if topic == out_image:
-                        stamp = stamp_to_ns(deserialize_message(raw, image_cls).header.stamp)
-                        if stamp in published and stamp not in received:
-                            received[stamp] = now
-                        else:
-                            unmatched[0] += 1
-                return callback
-
-            subs = []
-            for topic, msgtype in outputs.items():
-                reliable = bool(session.publishers_reliable(topic)) and topic != DIAGNOSTICS_TOPIC
-                subs.append(session.subscription(msgtype, topic, on_output(topic, msgtype),
-                                                 reliable))
-            session.wait_until(lambda: subs[0].get_publisher_count() > 0, timeout_s)
-            session.spin(0.2)  # let the matches settle both ways
-
-            packets = 0
-            start = time.time_ns()
-            bar = tqdm(total=frames_total, desc="replay", unit="frame", disable=not progress,
-                       file=sys.stderr)
-            with BagReader(bag) as reader:
-                wanted = [t for t in (image_topic, event_topic, *_GT_TOPICS) if t in topics]
-                first_log: int | None = None
-                wall0 = time.monotonic_ns()
-                for rec in reader.messages(wanted):
-                    if first_log is None:
-                        first_log = rec.log_time_ns
-                    if not lossless and rec.topic in (image_topic, event_topic):
-                        due = wall0 + (rec.log_time_ns - first_log) / rate
-                        session.spin(max(0.0, (due - time.monotonic_ns()) / 1e9))
-                    if rec.topic == event_topic:
-                        if pub_events is not None:
-                            pub_events.publish(rec.raw)
-                        packets += 1
-                    elif rec.topic == image_topic:
-                        if lossless:
-                            _wait_outputs(session, published, received, lost, in_flight - 1,
-                                          frame_timeout_s, warnings)
-                        stamp = stamp_to_ns(rec.msg.header.stamp)
-                        if stamp in published:
-                            warnings.append(f"duplicate frame stamp {stamp} in the input")
-                        now = time.time_ns()
-                        pub_image.publish(rec.raw)
-                        published[stamp] = now
-                        record(rec.topic, rec.msgtype, rec.raw, now)
-                        bar.update(1)
-                    else:
-                        record(rec.topic, rec.msgtype, rec.raw, time.time_ns())
-                    session.spin(0.0)
-            # The node holds in_flight - 1 frames by design (centre: the last one).
-            _wait_outputs(session, published, received, lost, in_flight - 1,
-                          frame_timeout_s if lossless else max(2.0, frame_timeout_s / 3),
-                          warnings, final=True)
-            session.spin(0.1)
-            bar.close()
-            end = max(received.values(), default=time.time_ns())
+            rec = _Recorder(writer, plan.out_image)
+            rec.subscribe(session, _output_topics(node_name), timeout_s)
+            _play(session, pubs, rec, plan, in_flight, progress)
+            end = max(rec.received.values(), default=time.time_ns())
     finally:
         session.close()
-
-    latencies = [(received[s] - published[s]) / 1e6 for s in received]
-    frames_in, frames_out = len(published), len(received)
-    held = min(in_flight - 1, frames_in - frames_out)
-    elapsed = max(1e-9, (end - start) / 1e9)
-    result = ReplayResult(
-        input_bag=str(bag), output_bag=str(out_bag), node=node_name.strip("/"),
-        mode="lossless" if lossless else "rate", rate=None if lossless else rate,
-        frames_in=frames_in, frames_out=frames_out, dropped=frames_in - frames_out - held,
-        held=held,
-        unmatched_out=unmatched[0], event_packets=packets, seconds=elapsed,
-        fps=frames_out / elapsed, latency_ms=latency_summary(latencies),
-        outputs={t: n for t, n in counts.items() if n}, node_parameters=params,
-        warnings=warnings)
+    result = _result(plan, rec, params, str(out_bag), end, in_flight)
     (out_bag / REPLAY_SUMMARY).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     if lossless and strict and not result.ok:
         raise FramesMismatchError(
-            f"lossless replay lost frames: {frames_in} in, {frames_out} out "
+            f"lossless replay lost frames: {result.frames_in} in, {result.frames_out} out "
             f"({result.dropped} missing, {result.unmatched_out} unmatched); recorded in "
-            f"{out_bag}" + (f"; {'; '.join(warnings)}" if warnings else ""))
+            f"{out_bag}" + (f"; {'; '.join(plan.warnings)}" if plan.warnings else ""))
     return result
 
 
-def _wait_outputs(session: _Session, published: dict[int, int], received: dict[int, int],
-                  lost: set[int], allowed: int, timeout_s: float, warnings: list[str],
-                  final: bool = False) -> None:
-    """Spin until at most ``allowed`` published frames await their output, or none came
-    for ``timeout_s``; the outstanding ones then go to ``lost`` (counted as dropped)."""
-    def outstanding() -> int:
-        return len(published) - len(received) - len(lost - received.keys())
+@dataclass
+class _Plan:
+    """What one replay plays and how (the arguments of :func:`replay_bag`)."""
 
-    while outstanding() > allowed:
-        before = len(received)
-        if not session.wait_until(lambda before=before: len(received) > before, timeout_s):
-            waiting = [s for s in published if s not in received and s not in lost]
-            lost.update(waiting)
+    bag: str | Path
+    topics: dict[str, Any]
+    image_topic: str
+    event_topic: str
+    node_name: str
+    lossless: bool
+    rate: float
+    frame_timeout_s: float
+    warnings: list[str] = field(default_factory=list)
+    packets: int = 0  # event packets published
+    start_ns: int = 0  # host time playing started (ns)
+
+    @property
+    def out_image(self) -> str:
+        """The node's derained image topic: each input frame is matched on it."""
+        return node_topic(self.node_name, OUT_IMAGE)
+
+
+def _output_topics(node_name: str) -> dict[str, str]:
+    """The node's outputs that replay records: topic -> message type."""
+    return {node_topic(node_name, OUT_IMAGE): "sensor_msgs/msg/Image",
+            node_topic(node_name, OUT_RAIN): "sensor_msgs/msg/Image",
+            node_topic(node_name, OUT_EVENTS_IMAGE): "sensor_msgs/msg/Image",
+            DIAGNOSTICS_TOPIC: "diagnostic_msgs/msg/DiagnosticArray"}
+
+
+@dataclass
+class _Publishers:
+    """The replay's publishers of the bag's frames and (if it has them) events."""
+
+    image: Any
+    events: Any | None
+
+    @classmethod
+    def open(cls, session: Any, plan: _Plan) -> _Publishers:
+        topics = plan.topics
+        image = session.publisher(topics[plan.image_topic].msgtype, plan.image_topic, 10)
+        events = (session.publisher(topics[plan.event_topic].msgtype, plan.event_topic, 1000)
+                  if plan.event_topic in topics else None)
+        return cls(image, events)
+
+
+def _wait_for_node(session: Any, pubs: _Publishers, plan: _Plan, timeout_s: float) -> None:
+    """Wait until the node subscribes to the inputs and publishes its output."""
+    def node_ready() -> bool:
+        return (session.publishers_reliable(plan.out_image) is not None
+                and pubs.image.get_subscription_count() > 0
+                and (pubs.events is None or pubs.events.get_subscription_count() > 0))
+
+    if not session.wait_until(node_ready, timeout_s):
+        raise NodeNotFoundError(
+            f"no node /{session.target} subscribed to {plan.image_topic} and publishing "
+            f"{plan.out_image} within {timeout_s:.0f} s. Start it first, e.g. `derain_node "
+            f"--ros-args --params-file config/derain.yaml -p drop_policy:=block "
+            f"-p image_qos_reliability:=reliable -p event_qos_reliability:=reliable` "
+            f"(same ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
+
+
+def node_arrangement(params: dict[str, Any]) -> str:
+    """The clip arrangement a node runs, from its parameters.
+
+    An empty ``arrangement`` parameter means "the checkpoint's": read it from the
+    checkpoint's input contract (the node's files are on this machine when replaying),
+    ``causal`` when it cannot be read.
+    """
+    if params.get("arrangement"):
+        return str(params["arrangement"])
+    from derain_ros.model import default_checkpoint_path, read_checkpoint_info
+
+    try:
+        path = params.get("checkpoint") or default_checkpoint_path(
+            str(params.get("model", "derain_tiny")), int(params.get("in_chans", 3)))
+        return str(read_checkpoint_info(path)["input_contract"]["arrangement"])
+    except (DerainError, OSError, KeyError, ValueError):
+        return "causal"
+
+
+def _check_node_parameters(params: dict[str, Any], lossless: bool,
+                           warnings: list[str]) -> int:
+    """Warn about node settings that defeat a lossless replay; the frames that may be in
+    flight at once (2 for the ``centre`` arrangement: output k-1 needs frame k)."""
+    in_flight = 1
+    if not lossless:
+        return in_flight
+    if params.get("drop_policy", "block") != "block":
+        warnings.append(f"node drop_policy is {params['drop_policy']!r}; lossless "
+                        f"replay wants 'block'")
+    for key in ("image_qos_reliability", "event_qos_reliability"):
+        if params.get(key, "reliable") == "best_effort":
+            warnings.append(f"node {key} is best_effort: a lost message shows up as "
+                            f"a dropped frame; start it with -p {key}:=reliable")
+    if node_arrangement(params) == "centre":
+        in_flight = 2
+        warnings.append("node arrangement is 'centre': its last frame stays inside "
+                        "the node (one frame of latency)")
+    return in_flight
+
+
+class _Recorder:
+    """Writes inputs and the node's outputs to the output bag; matches frames to outputs.
+
+    Times are host wall-clock ns (``time.time_ns``): ``published`` and ``received`` map a
+    frame's stamp to when it went out and when its output came back; ``lost`` holds the
+    stamps given up on (no output in time).
+    """
+
+    def __init__(self, writer: Any, out_image: str) -> None:
+        self.writer = writer
+        self.out_image = out_image
+        self.published: dict[int, int] = {}
+        self.received: dict[int, int] = {}
+        self.lost: set[int] = set()
+        self.counts: dict[str, int] = {}
+        self.unmatched = 0
+        self._added: set[str] = set()
+
+    def record(self, topic: str, msgtype: str, raw: bytes, when: int) -> None:
+        """Write one raw message at log time ``when`` (ns)."""
+        if topic not in self._added:
+            self.writer.add_topic(topic, msgtype,
+                                  "reliable" if topic == DIAGNOSTICS_TOPIC else "sensor_data")
+            self._added.add(topic)
+        self.writer.write(topic, when, raw)
+
+    def subscribe(self, session: Any, outputs: dict[str, str], timeout_s: float) -> None:
+        """Subscribe to every output (matching each publisher's reliability) and wait
+        until the matches have settled both ways."""
+        self.counts = dict.fromkeys(outputs, 0)
+        subs = []
+        for topic, msgtype in outputs.items():
+            reliable = bool(session.publishers_reliable(topic)) and topic != DIAGNOSTICS_TOPIC
+            subs.append(session.subscription(msgtype, topic,
+                                             self._on_output(session, topic, msgtype), reliable))
+        session.wait_until(lambda: subs[0].get_publisher_count() > 0, timeout_s)
+        session.spin(0.2)  # let the matches settle both ways
+
+    def _on_output(self, session: Any, topic: str, msgtype: str) -> Callable[[bytes], None]:
+        def callback(raw: bytes) -> None:
+            now = time.time_ns()
+            self.counts[topic] += 1
+            self.record(topic, msgtype, raw, now)
+            if topic == self.out_image:
+                stamp = session.header_stamp_ns(raw, msgtype)
+                if stamp in self.published and stamp not in self.received:
+                    self.received[stamp] = now
+                else:
+                    self.unmatched += 1
+        return callback
+
+    def outstanding(self) -> int:
+        """Frames published whose output has neither arrived nor been given up on."""
+        return len(self.published) - len(self.received) - len(self.lost - self.received.keys())
+
+
+def _play(session: Any, pubs: _Publishers, rec: _Recorder, plan: _Plan, in_flight: int,
+          progress: bool) -> None:
+    """Publish the bag's frames and events (rate mode: on its log-time schedule; lossless:
+    frame k after the output of frame k-1) and copy the ground truth into the output."""
+    topics, image_topic, event_topic = plan.topics, plan.image_topic, plan.event_topic
+    lossless, rate, warnings = plan.lossless, plan.rate, plan.warnings
+    plan.packets = 0
+    plan.start_ns = time.time_ns()
+    bar = tqdm(total=topics[image_topic].count, desc="replay", unit="frame",
+               disable=not progress, file=sys.stderr)
+    with BagReader(plan.bag) as reader:
+        wanted = [t for t in (image_topic, event_topic, *_GT_TOPICS) if t in topics]
+        first_log: int | None = None
+        wall0 = time.monotonic_ns()
+        for msg in reader.messages(wanted):
+            if first_log is None:
+                first_log = msg.log_time_ns
+            if not lossless and msg.topic in (image_topic, event_topic):
+                due = wall0 + (msg.log_time_ns - first_log) / rate
+                session.spin(max(0.0, (due - time.monotonic_ns()) / 1e9))
+            if msg.topic == event_topic:
+                if pubs.events is not None:
+                    pubs.events.publish(msg.raw)
+                plan.packets += 1
+            elif msg.topic == image_topic:
+                if lossless:
+                    _wait_outputs(session, rec, in_flight - 1, plan.frame_timeout_s, warnings)
+                stamp = stamp_to_ns(msg.msg.header.stamp)
+                if stamp in rec.published:
+                    warnings.append(f"duplicate frame stamp {stamp} in the input")
+                now = time.time_ns()
+                pubs.image.publish(msg.raw)
+                rec.published[stamp] = now
+                rec.record(msg.topic, msg.msgtype, msg.raw, now)
+                bar.update(1)
+            else:
+                rec.record(msg.topic, msg.msgtype, msg.raw, time.time_ns())
+            session.spin(0.0)
+    # The node holds in_flight - 1 frames by design (centre: the last one).
+    _wait_outputs(session, rec, in_flight - 1,
+                  plan.frame_timeout_s if lossless else max(2.0, plan.frame_timeout_s / 3),
+                  warnings, final=True)
+    session.spin(0.1)
+    bar.close()
+
+
+def _result(plan: _Plan, rec: _Recorder, params: dict[str, Any], out_bag: str,
+            end_ns: int, in_flight: int) -> ReplayResult:
+    """The :class:`ReplayResult` of a finished replay (``end_ns``: the last output)."""
+    latencies = [(rec.received[s] - rec.published[s]) / 1e6 for s in rec.received]
+    frames_in, frames_out = len(rec.published), len(rec.received)
+    held = min(in_flight - 1, frames_in - frames_out)
+    elapsed = max(1e-9, (end_ns - plan.start_ns) / 1e9)
+    return ReplayResult(
+        input_bag=str(plan.bag), output_bag=out_bag, node=plan.node_name.strip("/"),
+        mode="lossless" if plan.lossless else "rate",
+        rate=None if plan.lossless else plan.rate,
+        frames_in=frames_in, frames_out=frames_out, dropped=frames_in - frames_out - held,
+        held=held,
+        unmatched_out=rec.unmatched, event_packets=plan.packets, seconds=elapsed,
+        fps=frames_out / elapsed, latency_ms=latency_summary(latencies),
+        outputs={t: n for t, n in rec.counts.items() if n}, node_parameters=params,
+        warnings=plan.warnings)
+
+
+def _wait_outputs(session: Any, rec: _Recorder, allowed: int, timeout_s: float,
+                  warnings: list[str], final: bool = False) -> None:
+    """Spin until at most ``allowed`` published frames await their output, or none came
+    for ``timeout_s``; the outstanding ones then go to ``rec.lost`` (counted as dropped)."""
+    while rec.outstanding() > allowed:
+        before = len(rec.received)
+        if not session.wait_until(lambda before=before: len(rec.received) > before, timeout_s):
+            waiting = [s for s in rec.published if s not in rec.received and s not in rec.lost]
+            rec.lost.update(waiting)
             warnings.append(f"no output for {timeout_s:.1f} s with {len(waiting)} frame(s) "
                             f"outstanding{' at the end' if final else ''}; counted as dropped")
             return

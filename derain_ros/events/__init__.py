@@ -4,8 +4,9 @@ Public API (everything else is internal)::
 
     make_decoder(encoding, width, height) -> Decoder   # .decode(payload, time_base) -> Decoded
     make_encoder(encoding, width, height) -> Encoder   # .encode(events) -> (bytes, time_base)
-    EventStream(encoding, width, height)     # .push / .push_decoded / .pop_until / .pop_all
+    EventStream(width, height)               # .push_decoded / .pop_until / .pop_all
     dv_arrays_to_batch(...)                            # dv_ros2_msgs EventArray fields -> events
+    event_array_msg_to_batch(msg)                      # an EventArray message -> events
     voxel_grid(events, t0_ns, t1_ns, bins), count_image(events)   # in derain_ros.events.voxel
     warm_up()                                          # compile every kernel before data arrives
 
@@ -29,7 +30,12 @@ from derain_ros.events.base import (
     make_decoder,
     make_encoder,
 )
-from derain_ros.events.dv import DvConversion, batch_to_dv_arrays, dv_arrays_to_batch
+from derain_ros.events.dv import (
+    DvConversion,
+    batch_to_dv_arrays,
+    dv_arrays_to_batch,
+    event_array_msg_to_batch,
+)
 from derain_ros.events.errors import (
     EncodingError,
     EventError,
@@ -67,6 +73,7 @@ __all__ = [
     "decoder_encodings",
     "dv_arrays_to_batch",
     "encoder_encodings",
+    "event_array_msg_to_batch",
     "make_decoder",
     "make_encoder",
     "warm_up",

@@ -10,14 +10,20 @@ and passes them here. ``t = sec * 10^9 + nanosec`` ns. Events outside ``width`` 
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from derain_ros.events.errors import EventError, EventOutOfBoundsError
 from derain_ros.records import EventBatch
 
-__all__ = ["DvArrays", "DvConversion", "batch_to_dv_arrays", "dv_arrays_to_batch"]
+__all__ = [
+    "DvArrays",
+    "DvConversion",
+    "batch_to_dv_arrays",
+    "dv_arrays_to_batch",
+    "event_array_msg_to_batch",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -66,6 +72,24 @@ def dv_arrays_to_batch(x: np.ndarray, y: np.ndarray, sec: np.ndarray, nanosec: n
     batch = EventBatch(t, ax64[ok], ay64[ok], (apol[ok] != 0).astype(np.uint8),
                        int(width), int(height))
     return DvConversion(batch, dropped)
+
+
+def event_array_msg_to_batch(msg: Any) -> EventBatch:
+    """A ``dv_ros2_msgs/EventArray`` (rclpy or rosbags object) as an EventBatch.
+
+    The one place an EventArray message becomes events (the node, bag reading and
+    ``events-info`` all call it). Duck-typed on the message's fields, so it needs no ROS
+    import. The slow legacy path: one Python object per event. Events outside the sensor
+    or with bad stamps are dropped (logged) by :func:`dv_arrays_to_batch`.
+    """
+    evs = msg.events
+    n = len(evs)
+    x = np.fromiter((e.x for e in evs), np.int64, n)
+    y = np.fromiter((e.y for e in evs), np.int64, n)
+    sec = np.fromiter((e.ts.sec for e in evs), np.int64, n)
+    nsec = np.fromiter((e.ts.nanosec for e in evs), np.int64, n)
+    pol = np.fromiter((bool(e.polarity) for e in evs), np.uint8, n)
+    return dv_arrays_to_batch(x, y, sec, nsec, pol, int(msg.width), int(msg.height)).events
 
 
 def batch_to_dv_arrays(events: EventBatch) -> DvArrays:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from derain_ros.bag import BagReader
 from derain_ros.errors import EventError
 from derain_ros.events.base import Decoder, make_decoder
-from derain_ros.events.dv import dv_arrays_to_batch
+from derain_ros.events.dv import event_array_msg_to_batch
 from derain_ros.records import EventBatch
 
 __all__ = ["TopicSummary", "add_arguments", "run", "summarize"]
@@ -98,12 +98,7 @@ def summarize(bag_path: str | Path, topics: list[str] | None = None,
                 s.triggers_falling += len(tr) - rising
             else:
                 s.encoding = "dv_ros2_msgs"
-                es = msg.events
-                ev = dv_arrays_to_batch(
-                    np.array([e.x for e in es], np.int64), np.array([e.y for e in es], np.int64),
-                    np.array([e.ts.sec for e in es], np.int64),
-                    np.array([e.ts.nanosec for e in es], np.int64),
-                    np.array([e.polarity for e in es], bool), msg.width, msg.height).events
+                ev = event_array_msg_to_batch(msg)
             s.add(ev)
         for name, dec in decoders.items():
             out[name].decoder = dec.stats.as_dict()

@@ -6,21 +6,15 @@ cap (dropping, counted and logged, when full, as the existing frame+event ROS no
 and :meth:`EventStream.pop_until` returns every event before a time, keeping the rest of
 a packet for the next call.
 
-Two ways in, one queue (so one cutting rule for the whole package):
-
-- :meth:`EventStream.push` queues a raw payload, decoded lazily: ``pop_until`` decodes
-  just as far as needed. The cap counts payload bytes, released when a packet's last
-  event is returned.
-- :meth:`EventStream.push_decoded` queues a batch decoded already, for a caller that must
-  see each packet's times on arrival (the frame synchroniser: window completeness, clock
-  offset, triggers, time going backwards). The cap counts :data:`EVENT_BYTES` per event,
-  released event by event. Events behind an earlier ``pop_until`` limit would come out
-  of order: they are dropped and counted (``late``).
+Packets come in decoded (:meth:`EventStream.push_decoded`), because its one user, the
+frame synchroniser, must see each packet's times on arrival (window completeness, clock
+offset, triggers, time going backwards). The cap counts :data:`EVENT_BYTES` per event,
+released event by event. Events behind an earlier ``pop_until`` limit would come out of
+order: they are dropped and counted (``late``).
 
 Rule: ``pop_until(T)`` returns the queued events in stream order up to, not including,
 the first event with ``t >= T`` (for a time-ordered stream: exactly the events with
-``t < T``); trigger events likewise, among the packets decoded so far. A packet that fails
-to decode is skipped and counted (``decode_errors``) so one bad packet cannot stall a node.
+``t < T``); trigger events likewise.
 """
 
 from __future__ import annotations
@@ -31,13 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from derain_ros.events.base import (
-    DEFAULT_MAX_PACKET_BYTES,
-    Decoded,
-    Decoder,
-    Payload,
-    make_decoder,
-)
+from derain_ros.events.base import Decoded
 from derain_ros.events.errors import EventError
 from derain_ros.records import EventBatch, TriggerBatch
 
@@ -46,8 +34,7 @@ __all__ = ["EVENT_BYTES", "EventStream", "StreamCounters"]
 _log = logging.getLogger(__name__)
 _max = np.maximum.reduce
 
-#: Bytes one decoded event takes (t int64, x, y uint16, p uint8): the cap's unit for
-#: :meth:`EventStream.push_decoded`.
+#: Bytes one decoded event takes (t int64, x, y uint16, p uint8): the cap's unit.
 EVENT_BYTES = 13
 
 
@@ -55,46 +42,34 @@ EVENT_BYTES = 13
 class StreamCounters:
     """Counters of an :class:`EventStream`.
 
-    ``packets``: packets accepted by :meth:`EventStream.push` or
-    :meth:`EventStream.push_decoded`; ``drops``: packets refused because the byte cap was
-    full (or the packet alone exceeds it); ``decode_errors``: accepted packets skipped
-    because they did not decode; ``late``: events dropped by ``push_decoded`` for lying
-    before an earlier ``pop_until`` limit; ``bytes_buffered``: bytes held (payload bytes
-    of packets not yet fully returned, plus :data:`EVENT_BYTES` per decoded event held).
+    ``packets``: packets accepted by :meth:`EventStream.push_decoded`; ``drops``: packets
+    refused because the byte cap was full; ``late``: events dropped for lying before an
+    earlier ``pop_until`` limit; ``bytes_buffered``: bytes held (:data:`EVENT_BYTES` per
+    event held).
     """
 
     packets: int = 0
     drops: int = 0
-    decode_errors: int = 0
     late: int = 0
     bytes_buffered: int = 0
 
 
 class EventStream:
-    """Queue of one event topic's packets with "decode until".
+    """Queue of one event topic's decoded packets with "decode until".
 
-    ``encoding``/``width``/``height`` as in the topic's EventPacket messages;
-    ``max_buffer_bytes`` caps the bytes held (default 10 MB). ``encoding=None`` makes a
-    stream of decoded batches only (:meth:`push_decoded`), whose sensor size follows the
-    batches pushed while it holds no events (``width``/``height`` only size empty results
-    until then).
+    ``max_buffer_bytes`` caps the bytes held (default 10 MB). The sensor size follows the
+    batches pushed while the stream holds no events (``width``/``height`` only size empty
+    results until then).
     """
 
-    def __init__(self, encoding: str | None, width: int, height: int, *,
-                 max_buffer_bytes: int = 10_000_000,
-                 max_packet_bytes: int = DEFAULT_MAX_PACKET_BYTES, strict: bool = False) -> None:
-        self.decoder: Decoder | None = None if encoding is None else make_decoder(
-            encoding, width, height, max_packet_bytes=max_packet_bytes, strict=strict)
-        self.encoding = encoding
+    def __init__(self, width: int, height: int, *, max_buffer_bytes: int = 10_000_000) -> None:
         self.width = int(width)
         self.height = int(height)
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.counters = StreamCounters()
-        self._raw: deque[tuple[Payload, int, int]] = deque()
-        # decoded, not yet returned: (events, bytes charged, bytes per event or 0 when the
-        # charge is a packet's payload size, released only with its last event, whether
-        # the times are known to be non-decreasing: then cutting is a binary search)
-        self._ready: deque[tuple[EventBatch, int, int, bool]] = deque()
+        # not yet returned: (events, whether their times are known to be non-decreasing:
+        # then cutting is a binary search)
+        self._ready: deque[tuple[EventBatch, bool]] = deque()
         self._triggers: deque[TriggerBatch] = deque()
         self._newest: int | None = None
         self._limit: int | None = None  # highest pop_until limit since the last reset
@@ -117,39 +92,13 @@ class EventStream:
 
     @property
     def newest_t_ns(self) -> int | None:
-        """Time (ns) of the last event of the newest packet decoded (of its last trigger
+        """Time (ns) of the last event of the newest packet pushed (of its last trigger
         when it has no events), the highest so far; None before any or after a reset.
 
         Packets arrive in order, so every event before it has arrived (or was lost).
         Packets refused for a full buffer count: their time passed all the same.
         """
         return self._newest
-
-    def push(self, payload: Payload, time_base: int) -> bool:
-        """Queue one packet's payload; False (a counted, logged drop) when the cap is full.
-
-        The payload is referenced, not copied, when it is ``bytes`` (immutable); other
-        buffers are copied since a caller may reuse them.
-        """
-        if self.decoder is None:
-            raise EventError("this EventStream has no encoding: feed it with push_decoded")
-        n = payload.nbytes if isinstance(payload, np.ndarray | memoryview) else len(payload)
-        c = self.counters
-        if n > self.decoder.max_packet_bytes:
-            c.drops += 1
-            _log.warning("event packet of %d bytes exceeds the %d-byte cap: dropped "
-                         "(%d drops)", n, self.decoder.max_packet_bytes, c.drops)
-            return False
-        if c.bytes_buffered + n > self.max_buffer_bytes:
-            self._count_drop()
-            return False
-        if not isinstance(payload, bytes):
-            payload = bytes(memoryview(payload).cast("B")) if not isinstance(
-                payload, np.ndarray) else payload.tobytes()
-        self._raw.append((payload, int(time_base), n))
-        c.packets += 1
-        c.bytes_buffered += n
-        return True
 
     def push_decoded(self, decoded: Decoded, *, ordered: bool = False) -> bool:
         """Queue one packet decoded already; False (a counted, logged drop) when full.
@@ -162,16 +111,13 @@ class EventStream:
         :class:`EventError` for events of another sensor size than the events held.
         """
         events, triggers = decoded
-        if self._raw:  # raw packets queued before this one come first
-            while self._decode_next():
-                pass
         c = self.counters
         t = events.t
         n = len(t)
         if n:
             self._saw(int(t[-1]))
             if (events.width, events.height) != (self.width, self.height):
-                if self.decoder is not None or self._ready:
+                if self._ready:
                     raise EventError(f"events of a {events.width}x{events.height} sensor "
                                      f"pushed into a {self.width}x{self.height} stream")
                 self.width, self.height = events.width, events.height
@@ -189,7 +135,7 @@ class EventStream:
             self._count_drop()
             return False
         if n:
-            self._ready.append((events, nbytes, EVENT_BYTES, ordered))
+            self._ready.append((events, ordered))
             c.bytes_buffered += nbytes
         if len(triggers.t):
             self._triggers.append(triggers)
@@ -210,60 +156,33 @@ class EventStream:
             self._newest = t_ns
 
     def reset(self) -> None:
-        """Drop everything queued and restart the decoder (e.g. time went backwards).
+        """Drop everything queued (e.g. time went backwards).
 
         Also forgets the newest time and the ``pop_until`` limit (counters are kept).
         """
-        self._raw.clear()
         self._ready.clear()
         self._triggers.clear()
         self._newest = None
         self._limit = None
         self.counters.bytes_buffered = 0
-        if self.decoder is not None:
-            self.decoder.reset()
 
-    # ------------------------------------------------------------------ decode side
-    def _decode_next(self) -> bool:
-        """Decode the oldest raw packet into the ready queue; False when none is left."""
-        decoder = self.decoder
-        if decoder is None:  # a stream of decoded batches holds no raw packets
-            return False
-        while self._raw:
-            payload, time_base, n = self._raw.popleft()
-            back = decoder.stats.backwards
-            try:
-                events, triggers = decoder.decode(payload, time_base)
-            except EventError as err:
-                self.counters.decode_errors += 1
-                self.counters.bytes_buffered -= n
-                _log.warning("event packet skipped: %s (%d decode errors)", err,
-                             self.counters.decode_errors)
-                continue
-            if len(events.t) or len(triggers.t):
-                self._saw(int(events.t[-1] if len(events.t) else triggers.t[-1]))
-            self._ready.append((events, n, 0, decoder.stats.backwards == back))
-            if len(triggers):
-                self._triggers.append(triggers)
-            return True
-        return False
-
+    # ------------------------------------------------------------------ cut side
     def _take(self, limit: int) -> list[EventBatch]:
         """Remove the queued events before the first one at or after ``limit``; in order."""
         c = self.counters
         out: list[EventBatch] = []
-        while self._ready or self._decode_next():
-            ev, n, unit, ordered = self._ready[0]
+        while self._ready:
+            ev, ordered = self._ready[0]
             cut = _cut_index(ev.t, limit, ordered)
             if cut == len(ev):
                 self._ready.popleft()
-                c.bytes_buffered -= n
+                c.bytes_buffered -= cut * EVENT_BYTES
                 out.append(ev)
                 continue
             if cut:
                 out.append(ev[:cut])
-                c.bytes_buffered -= cut * unit
-                self._ready[0] = (ev[cut:], n - cut * unit, unit, ordered)
+                c.bytes_buffered -= cut * EVENT_BYTES
+                self._ready[0] = (ev[cut:], ordered)
             break
         return out
 
@@ -291,7 +210,7 @@ class EventStream:
 
     def rising_edges(self, channel: int = -1) -> np.ndarray:
         """Times (ns, int64) of the queued rising trigger edges on ``channel`` (-1: any),
-        among the packets decoded so far; for matching frames to exposure triggers."""
+        for matching frames to exposure triggers."""
         if not self._triggers:
             return np.empty(0, np.int64)
         if len(self._triggers) > 1:  # join once, not on every query
@@ -316,10 +235,8 @@ class EventStream:
         return TriggerBatch(pending.t[:cut], pending.edge[:cut], pending.id[:cut])
 
     def pop_all(self) -> Decoded:
-        """Every queued event and trigger, decoding all queued packets."""
-        while self._decode_next():
-            pass
-        events = [e for e, _, _, _ in self._ready]
+        """Every queued event and trigger."""
+        events = [e for e, _ in self._ready]
         self._ready.clear()
         self.counters.bytes_buffered = 0
         return Decoded(EventBatch.concatenate(events, self.width, self.height),
