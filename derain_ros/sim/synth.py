@@ -295,7 +295,9 @@ class SynthSummary:
 
     ``event_rate_hz``: events per second of sensor time; ``rain_coverage``: mean
     fraction of pixels whose rain layer is at least one 8-bit level (any channel);
-    ``rain_event_fraction``: share of events labelled rain; ``seconds``: wall time.
+    ``rain_event_fraction``: share of events labelled rain; ``seconds``: wall time;
+    ``family``: the rain family rendered (None: no rain) and ``family_params`` its
+    drawn parameters (one line; empty for a particles preset).
     """
 
     path: str
@@ -311,6 +313,8 @@ class SynthSummary:
     height: int
     bytes: int
     seconds: float
+    family: str | None = None
+    family_params: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
@@ -802,4 +806,5 @@ def synthesize(config: SynthConfig, out_path: str | Path, *,
         rain_coverage=coverage / max(frames, 1),
         rain_event_fraction=n_rain / n_events if n_events else 0.0, drops=pipe.n_drops,
         width=pipe.width, height=pipe.height, bytes=_bag_size(out),
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, family=pipe.family_name,
+        family_params=pipe.family.describe() if pipe.family is not None else "")

@@ -135,6 +135,8 @@ class RainFamily(ABC):
 
 
 def _short(value: Any) -> str:
+    if isinstance(value, FamilyParams):
+        return "{" + ", ".join(f"{k}={_short(v)}" for k, v in value.as_dict().items()) + "}"
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, tuple):

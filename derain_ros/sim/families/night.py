@@ -106,7 +106,7 @@ class NightRain(RainFamily):
             r2 = (xs - x) ** 2 + (ys - y) ** 2
             shape = 4.0 * np.exp(-r2 / (2 * core**2)) + 1.0 / (1.0 + r2 / (3 * core) ** 2) ** 1.5
             self._bloom += np.float32(power) * shape[..., None] * colour
-            self._light += np.float32(0.3 * power) / (1.0 + r2 / reach**2)
+            self._light += np.float32(0.15 * power) / (1.0 + r2 / reach**2)
             self._halo += (np.float32(power) / (1.0 + r2 / (0.6 * reach) ** 2))[..., None] * colour
         self._white = np.ones(3, np.float32)
 
@@ -117,10 +117,10 @@ class NightRain(RainFamily):
         return NightParams(
             exposure=float(rng.uniform(0.02, 0.15)), gamma=float(rng.uniform(1.0, 1.6)),
             lamps=int(rng.integers(1, 5)), headlights=int(rng.integers(0, 3)),
-            lamp_power=float(rng.uniform(1.0, 4.0)), reach=float(rng.uniform(0.04, 0.15)),
+            lamp_power=float(rng.uniform(1.0, 3.0)), reach=float(rng.uniform(0.04, 0.15)),
             ambient=float(lerp(u, 0.002, 0.02) * rng.uniform(0.7, 1.3)),
-            glare=float(lerp(u, 0.01, 0.15) * rng.uniform(0.7, 1.3)),
-            streaks=sample_streak_params(rng, lerp(u, 0.3, 1.0)))
+            glare=float(lerp(u, 0.005, 0.08) * rng.uniform(0.7, 1.3)),
+            streaks=sample_streak_params(rng, lerp(u, 0.0, 0.7)))
 
     def _colour(self, field: np.ndarray, like: np.ndarray) -> np.ndarray:
         """An H x W x 3 light field shaped like ``like`` (luma for H x W)."""

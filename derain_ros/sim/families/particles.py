@@ -8,9 +8,9 @@ section 5 (a). Streak length follows speed x exposure x focal length / depth, so
 motion blur depends on the exposure; the camera's own rotation adds ``pan_px_s`` to
 every drop.
 
-Randomised per clip: rain rate 0.5-150 mm/h (log-uniform around the intensity),
-density scale 1-3, wind -5..5 m/s (spread 0.1-0.4), nearest drop 0.2-1 m, farthest
-4-15 m, drop radiance 4-16 x the scene's mean luminance, camera pan -40..40 px/s
+Randomised per clip: rain rate 10-300 mm/h (log-uniform around the intensity),
+density scale 1.5-3, wind -5..5 m/s (spread 0.1-0.4), nearest drop 0.2-1 m, farthest
+4-15 m, drop radiance 8-16 x the scene's mean luminance, camera pan -40..40 px/s
 horizontally and -15..15 px/s vertically (30 % of clips: a still camera).
 """
 
@@ -73,15 +73,15 @@ class ParticleRain(RainFamily):
     def sample_params(cls, rng: np.random.Generator,
                       intensity: float | None = None) -> ParticleParams:
         u = float(rng.random()) if intensity is None else float(intensity)
-        rate = lerp(float(np.clip(u + rng.normal(0.0, 0.08), 0.0, 1.0)), 0.5, 150.0, log=True)
+        rate = lerp(float(np.clip(u + rng.normal(0.0, 0.08), 0.0, 1.0)), 10.0, 300.0, log=True)
         near = float(rng.uniform(0.2, 1.0))
         still = rng.random() < 0.3
         pan = (0.0, 0.0) if still else (float(rng.uniform(-40, 40)), float(rng.uniform(-15, 15)))
         return ParticleParams(
-            rate_mm_h=rate, density_scale=float(rng.uniform(1.0, 3.0)),
+            rate_mm_h=rate, density_scale=float(rng.uniform(1.5, 3.0)),
             wind_m_s=float(rng.uniform(-5.0, 5.0)), wind_spread=float(rng.uniform(0.1, 0.4)),
             depth_m=(near, float(rng.uniform(4.0, 15.0))),
-            radiance=float(lerp(u, 4.0, 16.0) * rng.uniform(0.8, 1.2)), pan_px_s=pan,
+            radiance=float(lerp(u, 8.0, 16.0) * rng.uniform(0.8, 1.2)), pan_px_s=pan,
             aperture_mm=float(rng.uniform(0.0, 5.0)))
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,

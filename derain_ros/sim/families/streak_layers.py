@@ -114,16 +114,19 @@ def sample_streak_params(rng: np.random.Generator, intensity: float | None,
     widths = tuple(float(np.clip(1.0 + 4.0 * ((length - 10.0) / 70.0) ** 0.8
                                  * rng.uniform(0.5, 1.3), 1.0, 5.0)) for length in lengths)
     blurs = tuple(float(rng.uniform(0.0, 1.5)) for _ in range(n))
-    level = lerp(u, 0.35, 0.8)
+    level = lerp(u, 0.4, 0.65)
     intensities = tuple(float(np.clip(level * rng.uniform(0.6, 1.25), 0.05, 1.0))
                         for _ in range(n))
-    total = lerp(u, 1.5, 60.0, log=True)
+    total = lerp(u, 4.0, 22.0, log=True)
     shares = rng.dirichlet(np.full(n, 2.0))
     densities = tuple(float(np.clip(total * s, 0.2, 80.0)) for s in shares)
+    blend = BLENDS[int(rng.integers(len(BLENDS)))]
+    if blend == "max":  # a streak darker than the background vanishes: brighter ones
+        intensities = tuple(min(1.0, 1.4 * v) for v in intensities)
     return StreakLayerParams(
         angles_deg=angles, widths_px=widths, lengths_px=lengths, blurs_px=blurs,
-        intensities=intensities, densities=densities,
-        blend=BLENDS[int(rng.integers(len(BLENDS)))], color=float(rng.uniform(0.7, 1.0)))
+        intensities=intensities, densities=densities, blend=blend,
+        color=float(rng.uniform(0.7, 1.0)))
 
 
 class StreakLayers:

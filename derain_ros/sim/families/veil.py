@@ -10,7 +10,7 @@ of the whole frame, more so far away.
 Here: ``R`` is a streak-layer rain (:class:`~.streak_layers.StreakLayers`, added in the
 gamma-2 domain); the depth proxy is image-row based (a horizon row; far above it,
 nearer towards the bottom) plus a smooth random field; ``T`` ranges from ``t_far``
-(far, 0.25-0.85) to ``t_near`` (the bottom rows); ``A`` is ``airlight`` (1.2-3) times
+(far, 0.55-0.996) to ``t_near`` (the bottom rows); ``A`` is ``airlight`` (1-2.5) times
 the scene's mean luminance, capped at 0.9, slightly blue; the veil drifts sideways with
 the wind (a slowly moving low-frequency modulation of ``1 - T`` of depth ``mist``), so
 it changes a little over time, as real mist does.
@@ -97,13 +97,15 @@ class VeilRain(RainFamily):
     def sample_params(cls, rng: np.random.Generator,
                       intensity: float | None = None) -> VeilParams:
         u = float(rng.random()) if intensity is None else float(intensity)
-        t_far = float(np.clip(lerp(u, 0.9, 0.3) + rng.normal(0.0, 0.05), 0.2, 0.95))
+        # The veil lifts the dark parts most (sRGB is steep near black): 1 - T spans
+        # 0.003 (a trace) to 0.4 (a thick veil), log-uniform with the intensity.
+        haze = lerp(float(np.clip(u + rng.normal(0.0, 0.05), 0.0, 1.0)), 0.003, 0.4, log=True)
         return VeilParams(
-            t_far=t_far, t_near=float(np.clip(t_far + rng.uniform(0.1, 0.4), t_far, 0.98)),
+            t_far=1.0 - haze, t_near=1.0 - haze * float(rng.uniform(0.1, 0.6)),
             horizon=float(rng.uniform(0.25, 0.6)), depth_noise=float(rng.uniform(0.05, 0.35)),
-            airlight=float(rng.uniform(1.2, 3.0)), tint=float(rng.uniform(0.0, 0.12)),
-            mist=float(rng.uniform(0.0, 0.25)), drift_px_s=float(rng.uniform(-30.0, 30.0)),
-            streaks=sample_streak_params(rng, 0.6 * u))
+            airlight=float(rng.uniform(1.0, 2.5)), tint=float(rng.uniform(0.0, 0.12)),
+            mist=float(rng.uniform(0.0, 0.08)), drift_px_s=float(rng.uniform(-30.0, 30.0)),
+            streaks=_fainter(sample_streak_params(rng, 0.5 * u), lerp(u, 0.3, 0.8)))
 
     def transmission(self, t_s: float) -> np.ndarray:
         """``T`` (H x W float32) at ``t_s``: the static depth part times the drifting mist."""
@@ -111,7 +113,7 @@ class VeilRain(RainFamily):
         if p.mist <= 0.0:
             return self._t
         m = translate_wrap(self._mist, -p.drift_px_s * t_s, 0.0, self.width, self.height)
-        return np.clip(self._t * (1.0 - p.mist * np.maximum(m, 0.0)), 0.02, 1.0)
+        return np.clip(self._t * (1.0 - p.mist * np.clip(m, 0.0, 2.0)), 0.02, 1.0)
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,
                environment: float) -> np.ndarray:
@@ -121,6 +123,12 @@ class VeilRain(RainFamily):
         a = np.float32(min(p.airlight * max(environment, 0.02), 0.9)) * per_channel(
             clean, self._a_rgb)
         return (t * streaked + (1.0 - t) * a).astype(np.float32)
+
+
+def _fainter(streaks: StreakLayerParams, gain: float) -> StreakLayerParams:
+    """The streaks at ``gain`` x their intensity and density (the veil carries the rest)."""
+    return streaks.replace(intensities=tuple(gain * v for v in streaks.intensities),
+                           densities=tuple(gain * v for v in streaks.densities))
 
 
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, scale: float,
