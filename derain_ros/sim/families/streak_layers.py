@@ -117,9 +117,12 @@ def sample_streak_params(rng: np.random.Generator, intensity: float | None,
     level = lerp(u, 0.4, 0.65)
     intensities = tuple(float(np.clip(level * rng.uniform(0.6, 1.25), 0.05, 1.0))
                         for _ in range(n))
-    total = lerp(u, 4.0, 22.0, log=True)
+    # The share of the frame the streaks cover sets how heavy the rain looks; the count
+    # per area follows from each layer's streak size.
+    coverage = lerp(u, 0.012, 0.1, log=True)
     shares = rng.dirichlet(np.full(n, 2.0))
-    densities = tuple(float(np.clip(total * s, 0.2, 80.0)) for s in shares)
+    densities = tuple(float(np.clip(coverage * s * 1e4 / (length * max(width, 1.5)), 0.2, 80.0))
+                      for s, length, width in zip(shares, lengths, widths, strict=True))
     blend = BLENDS[int(rng.integers(len(BLENDS)))]
     if blend == "max":  # a streak darker than the background vanishes: brighter ones
         intensities = tuple(min(1.0, 1.4 * v) for v in intensities)

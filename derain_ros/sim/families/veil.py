@@ -98,14 +98,14 @@ class VeilRain(RainFamily):
                       intensity: float | None = None) -> VeilParams:
         u = float(rng.random()) if intensity is None else float(intensity)
         # The veil lifts the dark parts most (sRGB is steep near black): 1 - T spans
-        # 0.003 (a trace) to 0.4 (a thick veil), log-uniform with the intensity.
-        haze = lerp(float(np.clip(u + rng.normal(0.0, 0.05), 0.0, 1.0)), 0.003, 0.4, log=True)
+        # 0.006 (a trace) to 0.4 (a thick veil), log-uniform with the intensity.
+        haze = lerp(float(np.clip(u + rng.normal(0.0, 0.05), 0.0, 1.0)), 0.006, 0.4, log=True)
         return VeilParams(
             t_far=1.0 - haze, t_near=1.0 - haze * float(rng.uniform(0.1, 0.6)),
             horizon=float(rng.uniform(0.25, 0.6)), depth_noise=float(rng.uniform(0.05, 0.35)),
             airlight=float(rng.uniform(1.0, 2.5)), tint=float(rng.uniform(0.0, 0.12)),
             mist=float(rng.uniform(0.0, 0.08)), drift_px_s=float(rng.uniform(-30.0, 30.0)),
-            streaks=_fainter(sample_streak_params(rng, 0.5 * u), lerp(u, 0.3, 0.8)))
+            streaks=_fainter(sample_streak_params(rng, 0.5 * u), lerp(u, 0.6, 1.0)))
 
     def transmission(self, t_s: float) -> np.ndarray:
         """``T`` (H x W float32) at ``t_s``: the static depth part times the drifting mist."""
