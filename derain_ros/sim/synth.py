@@ -65,12 +65,21 @@ from derain_ros.errors import BagError
 from derain_ros.records import EventBatch
 from derain_ros.sim.errors import OutputExistsError, SimConfigError, SynthWriteError
 from derain_ros.sim.esim import LABEL_RAIN, EsimConfig, EventSimulator
+from derain_ros.sim.families import (
+    FAMILY_MIX,
+    ParticleRain,
+    RainFamily,
+    check_exclude,
+    family_class,
+    make_rain,
+)
 from derain_ros.sim.lens import LensDrops
 from derain_ros.sim.rain import CameraGeometry, RainConfig, RainField, composite, rain_preset
 from derain_ros.sim.sources import Source, linear_to_srgb, open_source
 
 __all__ = [
     "DEFAULT_START_TIME_NS",
+    "RANDOM",
     "SynthConfig",
     "SynthFrame",
     "SynthSummary",
@@ -88,6 +97,8 @@ DEFAULT_START_TIME_NS = {"libcaer": 1_700_000_000_000_000_000, "evt3": 1_000_000
 _STILL_DEFAULT_FRAMES_S = 3.0
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709, linear RGB
 _MAX_SIDE = 4096
+#: ``SynthConfig.rain`` value that draws the particles' parameters from the seed.
+RANDOM = "random"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,8 +114,14 @@ class SynthConfig:
     ``camera_speed_px_s`` (pan speed over a still); ``loop`` (play a short video back
     and forth for as many frames as asked); ``color`` (False: a mono DAVIS).
 
-    Rain: ``rain`` (a preset name, a :class:`RainConfig`, or None for no rain),
-    ``rain_overrides`` (fields of RainConfig to change), ``lens_drops`` (count).
+    Rain: ``family`` (a rain family of :data:`~derain_ros.sim.families.RAIN_FAMILIES`,
+    or ``"mix"``: one drawn per clip, never one of ``family_exclude``). The default,
+    ``particles``, uses ``rain`` (a preset name, a :class:`RainConfig`, or ``"random"``:
+    parameters drawn from the seed) and ``rain_overrides`` (fields of RainConfig to
+    change), exactly as before families existed; every other family draws its
+    parameters from the seed, at ``family_intensity`` (0 drizzle .. 1 downpour; None:
+    drawn) with ``family_params`` fixed by name. ``rain=None``: no rain at all.
+    ``lens_drops`` (count): lens drops on top of any family.
 
     Events: ``threshold`` C and ``threshold_sigma`` (log units), ``refractory_s``,
     ``shot_noise_hz`` and ``leak_hz`` (per pixel), ``substeps`` (sub-steps per frame
@@ -131,6 +148,10 @@ class SynthConfig:
     color: bool = True
     rain: RainConfig | str | None = "heavy"
     rain_overrides: Mapping[str, Any] = field(default_factory=dict)
+    family: str = "particles"
+    family_exclude: tuple[str, ...] = ()
+    family_intensity: float | None = None
+    family_params: Mapping[str, Any] = field(default_factory=dict)
     lens_drops: int = 0
     threshold: float = 0.2
     threshold_sigma: float = 0.03
@@ -188,6 +209,7 @@ class SynthConfig:
             raise fail("start_time_ns must be >= 0")
         if self.threads < 0:
             raise fail(f"threads must be >= 0 (0: one per CPU), got {self.threads}")
+        self._check_family()
         self.rain_config()  # validates the preset name and the overrides
         self.esim_config()
 
@@ -200,11 +222,34 @@ class SynthConfig:
             return (self.width, self.height)
         return None
 
+    @property
+    def draws_family(self) -> bool:
+        """True when the rain is a family drawn from the seed (not a particles preset)."""
+        return self.rain is not None and (self.family != "particles" or self.rain == RANDOM)
+
+    def _check_family(self) -> None:
+        if self.family != FAMILY_MIX:
+            family_class(self.family)
+        check_exclude(self.family_exclude)
+        if self.family_exclude and self.family != FAMILY_MIX:
+            raise SimConfigError("family_exclude is for family='mix'")
+        if self.family_intensity is not None and not 0.0 <= self.family_intensity <= 1.0:
+            raise SimConfigError(f"family_intensity must be in [0, 1], got "
+                                 f"{self.family_intensity}")
+        if self.draws_family and self.rain_overrides:
+            raise SimConfigError("rain_overrides set a particles preset; a drawn family "
+                                 "takes family_params")
+        if self.family_params and not self.draws_family:
+            raise SimConfigError("family_params are for a drawn family (not a particles "
+                                 "preset): use rain_overrides, or rain='random'")
+
     def rain_config(self) -> RainConfig | None:
-        """The rain after presets and overrides (None: no rain)."""
+        """The particles preset after overrides (None: no rain, or a drawn family)."""
         if self.rain is None:
             if self.rain_overrides:
                 raise SimConfigError("rain_overrides given without rain")
+            return None
+        if self.draws_family:
             return None
         base = rain_preset(self.rain) if isinstance(self.rain, str) else self.rain
         return base.replace(**dict(self.rain_overrides)) if self.rain_overrides else base
@@ -250,7 +295,9 @@ class SynthSummary:
 
     ``event_rate_hz``: events per second of sensor time; ``rain_coverage``: mean
     fraction of pixels whose rain layer is at least one 8-bit level (any channel);
-    ``rain_event_fraction``: share of events labelled rain; ``seconds``: wall time.
+    ``rain_event_fraction``: share of events labelled rain; ``seconds``: wall time;
+    ``family``: the rain family rendered (None: no rain) and ``family_params`` its
+    drawn parameters (one line; empty for a particles preset).
     """
 
     path: str
@@ -266,6 +313,8 @@ class SynthSummary:
     height: int
     bytes: int
     seconds: float
+    family: str | None = None
+    family_params: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """Plain dict (JSON-ready)."""
@@ -353,6 +402,19 @@ class _Pipeline:
         rain = config.rain_config()
         self.rain = (RainField.sample(rain, self.camera, self.frame_interval_s, rng_rain)
                      if rain is not None else None)
+        self.family: RainFamily | None = None
+        if config.draws_family:
+            family = make_rain(config.family, rng_rain, self.width, self.height, config.fps,
+                               self.exposure_s, focal_px=focal,
+                               intensity=config.family_intensity,
+                               exclude=config.family_exclude, **dict(config.family_params))
+            log.info("rain family: %s", family.describe())
+            if isinstance(family, ParticleRain):  # the fast fused path below renders it
+                self.rain = family.field
+            else:
+                self.family = family
+        self.family_name = (self.family.name if self.family is not None
+                            else "particles" if self.rain is not None else None)
         self.lens = (LensDrops(config.lens_drops, self.width, self.height, rng_lens)
                      if config.lens_drops else None)
         self.start_ns = (config.start_time_ns if config.start_time_ns is not None
@@ -375,6 +437,8 @@ class _Pipeline:
     @property
     def n_drops(self) -> int:
         """Simulated rain drops (0 without rain)."""
+        if self.family is not None:
+            return self.family.n_drops
         return self.rain.n_drops if self.rain is not None else 0
 
     def frame_time_ns(self, index: int) -> int:
@@ -407,6 +471,10 @@ class _Pipeline:
         eps = self.config.log_eps
         log_a, log_b, w = self.source.log_luma_pair(position, eps)
         s = self._seconds(t_ns)
+        if self.family is not None:
+            self._family_substep(log_a, log_b, w, s, half_s, env, lens_view, out_log,
+                                 out_rain)
+            return
         cov, rad = self._rain(s - half_s, s + half_s, j)
         if lens_view is None:
             _log_pair(log_a, log_b, w, cov, rad, env, eps, out_log, out_rain)
@@ -416,6 +484,21 @@ class _Pipeline:
         seen = lens_view.apply(np.dstack([lit, bg]))
         out_log[...] = np.log(np.maximum(seen[..., 0], 0.0) + eps)
         out_rain[...] = out_log - np.log(np.maximum(seen[..., 1], 0.0) + eps)
+
+    def _family_substep(self, log_a: np.ndarray, log_b: np.ndarray, w: float, s: float,
+                        half_s: float, env: float, lens_view: Any, out_log: np.ndarray,
+                        out_rain: np.ndarray) -> None:
+        """A drawn family's sub-step: the same render as the frames', over the sub-step."""
+        fam = self.family
+        eps = np.float32(self.config.log_eps)
+        bg = np.exp(log_a * np.float32(1.0 - w) + log_b * np.float32(w)) - eps
+        clean = fam.scene(bg, s)  # type: ignore[union-attr]
+        rainy = fam.render(clean, s - half_s, s + half_s, env)  # type: ignore[union-attr]
+        if lens_view is not None:
+            seen = lens_view.apply(np.dstack([rainy, clean]))
+            rainy, clean = seen[..., 0], seen[..., 1]
+        out_log[...] = np.log(np.maximum(rainy, 0.0) + eps)
+        out_rain[...] = out_log - np.log(np.maximum(clean, 0.0) + eps)
 
     def frames(self) -> Iterator[SynthFrame]:
         """Every frame of the clip, in order."""
@@ -433,6 +516,8 @@ class _Pipeline:
             except IndexError:  # the video ended before its container said
                 log.warning("%s ended after %d frames", self.source.name, i)
                 return
+            if self.family is not None:  # night changes the clean scene itself
+                rgb_lin = self.family.scene(rgb_lin, self._seconds(t_i))
             # The drops' radiance follows the scene's mean linear luminance (rain.py).
             env = float(np.mean(rgb_lin @ _LUMA))
             view = self.lens.at(self._seconds(t_i)) if self.lens is not None else None
@@ -467,6 +552,8 @@ class _Pipeline:
             rgb_lin = (rgb_lin @ _LUMA)[..., None]
         clean = linear_to_srgb(rgb_lin)
         s = self._seconds(t_i)
+        if self.family is not None:
+            return self._family_frame(i, t_i, t_prev, rgb_lin, clean, s, env, view)
         slot = self.config.substeps + 1
         cov, rad = self._rain(s - 0.5 * self.exposure_s, s + 0.5 * self.exposure_s, slot)
         streaked = composite(rgb_lin, cov, rad, env)
@@ -484,6 +571,27 @@ class _Pipeline:
         return SynthFrame(i, t_i, t_prev, rainy.astype(np.float32), clean,
                           rain.astype(np.float32), mask, events if events is not None else empty,
                           labels if labels is not None else np.empty(0, np.uint8))
+
+    def _family_frame(self, i: int, t_i: int, t_prev: int | None, rgb_lin: np.ndarray,
+                      clean: np.ndarray, s: float, env: float, view: Any) -> SynthFrame:
+        """A drawn family's frame: rainy over the exposure; rain = what it brightened."""
+        fam = self.family
+        half = 0.5 * self.exposure_s
+        streaked = fam.render(rgb_lin, s - half, s + half, env)  # type: ignore[union-attr]
+        mask = fam.mask(s)  # type: ignore[union-attr]
+        mask = (np.zeros((self.height, self.width), np.float32) if mask is None
+                else mask.astype(np.float32))
+        rain = np.maximum(linear_to_srgb(streaked) - clean, 0.0)
+        if view is not None and view.mask.any():
+            streaked = view.apply(streaked)
+            mask = np.maximum(mask, view.mask)
+        rainy = linear_to_srgb(streaked)
+        if rainy.ndim == 2:
+            rainy = rainy[..., None]
+        empty = EventBatch.empty(self.width, self.height)
+        return SynthFrame(i, t_i, t_prev, rainy.astype(np.float32), clean,
+                          rain.astype(np.float32), mask[..., None], empty,
+                          np.empty(0, np.uint8))
 
     def close(self) -> None:
         """Release the source and the threads."""
@@ -698,4 +806,5 @@ def synthesize(config: SynthConfig, out_path: str | Path, *,
         rain_coverage=coverage / max(frames, 1),
         rain_event_fraction=n_rain / n_events if n_events else 0.0, drops=pipe.n_drops,
         width=pipe.width, height=pipe.height, bytes=_bag_size(out),
-        seconds=time.perf_counter() - started)
+        seconds=time.perf_counter() - started, family=pipe.family_name,
+        family_params=pipe.family.describe() if pipe.family is not None else "")
