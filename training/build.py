@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,11 +45,13 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 
-def lr_factor(step: int, cfg: TrainConfig) -> float:
+def lr_factor(step: int, cfg: TrainConfig, time_fraction: float = 0.0) -> float:
     """Learning-rate multiplier at ``step`` (0-based optimiser steps).
 
     Supervised/unsupervised: linear warm-up over ``optim.warmup_steps``, then cosine
-    from 1 to ``optim.min_lr_ratio`` at ``run.steps``. Online: ``lr_decay ** round``.
+    from 1 to ``optim.min_lr_ratio`` at ``run.steps`` (or, time-budgeted, at the end of
+    ``run.max_seconds``: ``time_fraction`` is the share of it used). Online:
+    ``lr_decay ** round``.
     """
     if cfg.mode == "online":
         spr = cfg.losses.online.steps_per_round
@@ -58,7 +60,7 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     if warm > 0 and step < warm:
         return (step + 1) / warm
     total = max(cfg.run.steps - warm, 1)
-    progress = min(max(step - warm, 0) / total, 1.0)
+    progress = min(max(max(step - warm, 0) / total, time_fraction), 1.0)
     floor = cfg.optim.min_lr_ratio
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
@@ -193,18 +195,22 @@ class Optimisers:
     sched_d: Any
 
 
-def build_optimisers(cfg: TrainConfig, objective: nn.Module,
-                     disc: nn.Module | None) -> Optimisers:
-    """Adam with :func:`lr_factor` as schedule (generator; discriminator at ``disc_lr``)."""
+def build_optimisers(cfg: TrainConfig, objective: nn.Module, disc: nn.Module | None,
+                     time_fraction: Callable[[], float] = lambda: 0.0) -> Optimisers:
+    """Adam with :func:`lr_factor` as schedule (generator; discriminator at ``disc_lr``).
+
+    ``time_fraction`` tells a time-budgeted run's schedule how much of its time is used.
+    """
     o = cfg.optim
     betas = (float(o.betas[0]), float(o.betas[1]))
     opt_g = torch.optim.Adam(objective.parameters(), lr=o.lr, betas=betas,
                              weight_decay=o.weight_decay)
-    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg))
+    sched_g = torch.optim.lr_scheduler.LambdaLR(opt_g, lambda s: lr_factor(s, cfg, time_fraction()))
     opt_d = sched_d = None
     if disc is not None:
         opt_d = torch.optim.Adam(disc.parameters(), lr=o.disc_lr, betas=betas)
-        sched_d = torch.optim.lr_scheduler.LambdaLR(opt_d, lambda s: lr_factor(s, cfg))
+        sched_d = torch.optim.lr_scheduler.LambdaLR(
+            opt_d, lambda s: lr_factor(s, cfg, time_fraction()))
     return Optimisers(opt_g, sched_g, opt_d, sched_d)
 
 

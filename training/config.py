@@ -102,9 +102,16 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Length, seeding, logging and checkpointing (all counts in optimiser steps)."""
+    """Length, seeding, logging and checkpointing (all counts in optimiser steps).
+
+    ``max_seconds`` > 0 makes a run time-budgeted (a lent GPU for minutes, a session of
+    hours): it ends, exported, after that much training time summed over resumes, and
+    the cosine schedule follows the larger of the step and the time fractions; ``steps``
+    is then an upper bound.
+    """
 
     steps: int = 2000
+    max_seconds: float = 0.0
     seed: int = 0
     log_every: int = 10
     val_every: int = 200

@@ -172,7 +172,9 @@ class Trainer:
             cfg, self.model, self.device, has_init=self.init is not None, main=self.dist.main)
         self.g_module, self.d_module = wrap_for_ddp(cfg, self.objective, self.disc,
                                                     self.device, self.dist.world)
-        opts = build_optimisers(cfg, self.objective, self.disc)
+        self.train_seconds = 0.0  # training time so far, summed over resumes
+        self._clock: float | None = None  # monotonic start of the current stretch
+        opts = build_optimisers(cfg, self.objective, self.disc, self._time_fraction)
         self.opt_g, self.sched_g = opts.opt_g, opts.sched_g
         self.opt_d, self.sched_d = opts.opt_d, opts.sched_d
         self.sampler, self.steps_per_epoch = build_sampler(cfg, self.dataset, self.dist.rank,
@@ -184,6 +186,29 @@ class Trainer:
     def _needs_clean(self) -> bool:
         return self.cfg.mode == "unsupervised" and self.cfg.losses.unsupervised.adversarial != 0
 
+    # -- time budget -------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        """Training seconds so far (all stretches, this one included)."""
+        extra = 0.0 if self._clock is None else time.monotonic() - self._clock
+        return self.train_seconds + extra
+
+    def _time_fraction(self) -> float:
+        """Share of ``run.max_seconds`` used (0 when the run is not time-budgeted)."""
+        budget = self.cfg.run.max_seconds
+        return min(self._elapsed() / budget, 1.0) if budget > 0 else 0.0
+
+    def _out_of_time(self) -> bool:
+        """True once the time budget is spent; every rank agrees (rank 0's clock decides)."""
+        budget = self.cfg.run.max_seconds
+        if budget <= 0:
+            return False
+        done = self._elapsed() >= budget
+        if self.dist.world > 1:
+            flag = torch.tensor([float(done)], device=self.device)
+            dist.broadcast(flag, src=0)
+            done = bool(flag.item())
+        return done
+
     # -- checkpoints -------------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
@@ -193,7 +218,8 @@ class Trainer:
     def _state(self) -> tuple[dict[str, Tensor], dict[str, Any]]:
         tensors = module_tensors(self.objective, "objective")
         meta: dict[str, Any] = {"mode": self.cfg.mode, "model": self.model.config.name,
-                                "config": self.cfg.to_dict(), "world": self.dist.world}
+                                "config": self.cfg.to_dict(), "world": self.dist.world,
+                                "train_seconds": self._elapsed()}
         t, meta["opt_g"] = optimizer_to_flat(self.opt_g, "opt_g")
         tensors.update(t)
         meta["sched_g"] = self.sched_g.state_dict()
@@ -236,6 +262,7 @@ class Trainer:
         self.round_start = rs or None
         set_rng_state(tensors, meta["rng"])
         self.step = int(meta["step"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
         self.last_good = path
 
     # -- online pseudo labels ----------------------------------------------------------
@@ -423,6 +450,7 @@ class Trainer:
         val: dict[str, float] = {}
         batches: Iterator[dict[str, Any]] | None = None
         end = total_steps if stop_after is None else min(stop_after, total_steps)
+        self._clock = time.monotonic()
         try:
             while self.step < end:
                 if cfg.mode == "online":
@@ -441,10 +469,15 @@ class Trainer:
                 if self.step % cfg.run.val_every == 0 and self.val is not None:
                     val = self.validate()
                     self._log_scalars("val", val)
-                if self.step % cfg.run.ckpt_every == 0 or self.step == end:
+                out_of_time = self._out_of_time()
+                if self.step % cfg.run.ckpt_every == 0 or self.step == end or out_of_time:
                     self.save()
+                if out_of_time:
+                    total_steps = self.step  # the time budget is the run's length
+                    break
         finally:
             bar.close()
+            self.train_seconds, self._clock = self._elapsed(), None
         if self.step < total_steps:  # stopped early: resumable, nothing exported
             return TrainResult(self.step, logged, val, self.last_good, None,
                                time.monotonic() - t_start)

@@ -1,0 +1,203 @@
+"""Train the shipped weights across rain families, and the leave-one-family-out set.
+
+    .venv/bin/python bench/train_families.py --clips 240 --seconds 600       # CPU, all
+    python3 bench/train_families.py --clips 480 --seconds 240 --device cuda  # a lent GPU
+    .venv/bin/python bench/train_families.py --quick                         # smoke run
+
+One plan, three steps:
+
+1. **Data** (:mod:`derain_training.synthetic`): ``--clips`` synthetic rig bags drawn
+   from the seed, families in rotation (particles, streak_layers, veil, lens_drops,
+   splash, night), a random event-sensor model per clip, scenes of the ``train``
+   split only (``derain_ros.sim.SOURCE_SPLITS``), sizes of the rigs' crops, 20 % grey,
+   10 % dry (no rain: the network must pass dry frames through). Written in parallel,
+   resumable.
+2. **Training** (``derain_training.Trainer``, supervised): each model in its own
+   process, all at once (one GPU serves them all; on a CPU they share the cores),
+   each time-budgeted (``run.max_seconds``: the cosine schedule follows the time used):
+   ``derain_tiny``, ``derain_tiny_frames``, ``derain_base``, ``derain_base_frames`` on
+   every clip, and one ``derain_tiny`` per family trained **without** that family
+   (``loo_<family>``).
+3. **Results**: each model's export (safetensors + JSON with its input contract and
+   provenance: steps, seconds, clips seen) under ``OUT/weights/``; ``--install`` copies
+   tiny and base (+ frames twins) to ``derain_ros/model/weights/`` and the
+   leave-one-out checkpoints to ``bench/weights/loo/``, with model cards.
+
+Evaluation is ``bench/quality.py`` (held-out scenes and seeds, every family, dry clips).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "runs" / "families"
+WEIGHTS = ROOT / "derain_ros" / "model" / "weights"
+LOO_WEIGHTS = ROOT / "bench" / "weights" / "loo"
+#: Frame sizes of the training clips (px): crops of the rigs' resolutions.
+SIZES = ((240, 180), (256, 192), (320, 240))
+MAIN_MODELS = ("derain_tiny", "derain_tiny_frames", "derain_base", "derain_base_frames")
+#: Per model: (batch, crop px, learning rate).
+RECIPES = {"derain_tiny": (16, 128, 1e-3), "derain_tiny_frames": (16, 128, 1e-3),
+           "derain_base": (16, 128, 6e-4), "derain_base_frames": (16, 128, 6e-4)}
+
+
+def families() -> list[str]:
+    """The rain families of the simulator."""
+    from derain_ros.sim.families import RAIN_FAMILIES
+
+    return list(RAIN_FAMILIES)
+
+
+def train_sources() -> list[str]:
+    """Scenes training may use (available on this machine)."""
+    from derain_ros.sim.sources import list_sources
+
+    return [s.name for s in list_sources(split="train", available_only=True)]
+
+
+def make_data(out: Path, clips: int, frames: int, seed: int, workers: int) -> Path:
+    """Plan and write the training clips; returns the data folder."""
+    from derain_training.synthetic import plan_clips, write_clips
+
+    data = out / "data"
+    specs = plan_clips(clips, seed, sources=train_sources(), families=families(),
+                       sizes=SIZES, frames=frames, dry_fraction=0.1)
+    bags = write_clips(specs, data, workers=workers)
+    print(f"data: {len(bags)} of {len(specs)} clips in {data}", flush=True)
+    return data
+
+
+def jobs(models: list[str]) -> list[tuple[str, str, str | None]]:
+    """``(job name, model, excluded family)`` for the requested models (``loo``: all)."""
+    out: list[tuple[str, str, str | None]] = []
+    for m in models:
+        if m == "loo":
+            out += [(f"loo_{f}", "derain_tiny", f) for f in families()]
+        else:
+            out.append((m.removeprefix("derain_"), m, None))
+    return out
+
+
+def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
+              seconds: float, device: str, threads: int, quick: bool) -> None:
+    """One model's run (in its own process): clips of every family but ``exclude``."""
+    from derain_training.config import load_config
+    from derain_training.synthetic import read_manifest, without_family
+    from derain_training.trainer import Trainer
+
+    specs = without_family(read_manifest(data), exclude)
+    bags = [data / f"{s.name}.mcap" for s in specs]
+    batch, crop, lr = RECIPES[model]
+    if quick:
+        batch, crop = 2, 64
+    cfg = load_config(ROOT / "config" / "train.yaml", **{
+        "mode": "supervised", "model.name": model, "run.steps": 10**7,
+        "run.max_seconds": seconds, "run.device": device, "run.threads": threads,
+        "run.val_every": 10**9, "run.image_every": 10**9, "run.ckpt_every": 500,
+        "run.keep_ckpts": 1, "run.log_every": 50, "data.batch_size": batch, "data.crop": crop,
+        "data.cache_dir": str(out / "cache"), "data.num_workers": 0 if quick else 2,
+        "optim.lr": lr, "optim.warmup_steps": 10 if quick else 200,
+    })
+    trainer = Trainer(cfg, bags, out / "runs" / job, resume=True, progress=False)
+    result = trainer.fit()
+    if result.export is None:
+        raise SystemExit(f"{job}: training stopped before its export")
+    dest = out / "weights" / job
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in (".safetensors", ".json"):
+        shutil.copyfile(result.export.with_suffix(suffix), dest.with_suffix(suffix))
+    info = json.loads(dest.with_suffix(".json").read_text())
+    info["provenance"].update({"job": job, "excluded_family": exclude,
+                               "clips": len(bags), "frames_seen": result.steps * batch,
+                               "crop": crop, "batch": batch})
+    dest.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"{job}: {result.steps} steps in {result.seconds:.0f} s, {len(bags)} clips "
+          f"(without {exclude or 'none'})", flush=True)
+
+
+def train_all(names: list[str], data: Path, out: Path, seconds: float, device: str,
+              quick: bool) -> int:
+    """Every job at once, each in its own process; returns how many failed."""
+    todo = jobs(names)
+    cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, len(todo)))
+    procs = []
+    for job, model, exclude in todo:
+        log = (out / "logs" / f"{job}.log")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, __file__, "--train-one", job, "--model", model,
+               "--out", str(out), "--seconds", str(seconds), "--device", device,
+               "--threads", str(threads)] + (["--exclude", exclude] if exclude else []) + (
+                   ["--quick"] if quick else [])
+        procs.append((job, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT),
+                      log))
+    failed = 0
+    for job, proc, log in procs:
+        if proc.wait() != 0:
+            failed += 1
+            print(f"{job} FAILED:\n{log.read_text()[-3000:]}", flush=True)
+        else:
+            print(log.read_text().strip().splitlines()[-1], flush=True)
+    return failed
+
+
+def install(out: Path) -> None:
+    """Copy the trained weights into the package and the bench, with model cards."""
+    LOO_WEIGHTS.mkdir(parents=True, exist_ok=True)
+    for src in sorted((out / "weights").glob("*.json")):
+        job = src.stem
+        dest = (LOO_WEIGHTS / job) if job.startswith("loo_") else (WEIGHTS / f"derain_{job}")
+        for suffix in (".safetensors", ".json"):
+            shutil.copyfile(src.with_suffix(suffix), dest.with_suffix(suffix))
+        print(f"installed {dest}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the plan (see the module docstring)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--clips", type=int, default=240)
+    p.add_argument("--frames", type=int, default=10)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--seconds", type=float, default=600.0, help="training time per model")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--models", default="derain_tiny,derain_tiny_frames,derain_base,"
+                   "derain_base_frames,loo")
+    p.add_argument("--skip-data", action="store_true")
+    p.add_argument("--install", action="store_true")
+    p.add_argument("--quick", action="store_true", help="a smoke run (tiny data and budget)")
+    p.add_argument("--train-one", help=argparse.SUPPRESS)
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--exclude", help=argparse.SUPPRESS)
+    p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.quick:
+        args.clips, args.frames, args.seconds = min(args.clips, 12), 5, min(args.seconds, 20)
+    if args.train_one:
+        train_one(args.train_one, args.model, args.exclude, args.out / "data", args.out,
+                  args.seconds, args.device, args.threads, args.quick)
+        return 0
+    started = time.monotonic()
+    data = args.out / "data"
+    if not args.skip_data:
+        data = make_data(args.out, args.clips, args.frames, args.seed, args.workers)
+    print(f"data ready after {time.monotonic() - started:.0f} s", flush=True)
+    failed = train_all(args.models.split(","), data, args.out, args.seconds, args.device,
+                       args.quick)
+    print(f"all done after {time.monotonic() - started:.0f} s, {failed} failed", flush=True)
+    if args.install and not failed:
+        install(args.out)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
