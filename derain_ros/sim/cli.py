@@ -18,6 +18,7 @@ import json
 
 from derain_ros.conventions import SENSOR_SIZES
 from derain_ros.sim.rain import RAIN_PRESETS
+from derain_ros.sim.sensor import SENSOR_PRESETS
 from derain_ros.sim.sources import FITS
 from derain_ros.sim.synth import DEFAULT_START_TIME_NS, SynthConfig, SynthFrame, synthesize
 
@@ -73,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help=f"shot-noise events per pixel per s (default {d.shot_noise_hz})")
     ev.add_argument("--leak-hz", type=float, default=d.leak_hz,
                     help=f"leak events per pixel per s (default {d.leak_hz})")
+    ev.add_argument("--sensor-model", choices=["default", *SENSOR_PRESETS],
+                    default=d.sensor_model,
+                    help="event-sensor model: default (the options above), or a preset "
+                         "drawn per seed that replaces them: clean, noisy, random "
+                         "(thresholds, mismatch, refractory, bandwidth, noise, hot pixels, "
+                         "jitter; ranges in derain_ros/sim/sensor.py)")
     ev.add_argument("--substeps", type=int, default=d.substeps,
                     help=f"event sub-steps per frame interval (default {d.substeps})")
     ev.add_argument("--encoding", choices=sorted(DEFAULT_START_TIME_NS.keys() - {"mono"}),
@@ -108,7 +115,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         lens_drops=args.lens_drops, threshold=args.threshold,
         threshold_sigma=args.threshold_sigma, refractory_s=args.refractory_us * 1e-6,
         shot_noise_hz=args.shot_noise_hz, leak_hz=args.leak_hz, substeps=args.substeps,
-        encoding=args.encoding, packet_ms=args.packet_ms, seed=args.seed, threads=args.threads)
+        encoding=args.encoding, packet_ms=args.packet_ms, seed=args.seed, threads=args.threads,
+        sensor_model=args.sensor_model)
 
 
 def run(args: argparse.Namespace) -> int:
