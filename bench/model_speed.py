@@ -9,15 +9,25 @@ timed runs after warm-up, and the best run is shown too (the least disturbed by 
 load on a shared machine; the load average is printed). Keeps to about 2 minutes on
 2 cores.
 
+Runtime back-ends (``derain_ros.runtime``): for derain_tiny and derain_base at both sizes,
+one row per back-end through ``make_runner`` exactly as the node calls it (numpy out):
+``torch`` (eager), ``torch_compile`` (its compile time apart) and ``onnxruntime`` (CPU EP),
+2 threads each; on CUDA also torch fp16/bf16 channels-last and the onnxruntime CUDA and
+TensorRT providers where installed. Each row: fps, latency p50/p99 and the ratio to torch
+eager in the same run. ``--backends`` runs only this part (several minutes on 2 cores:
+compiling derain_base takes a few), ``--no-backends`` skips it.
+
 Run: ``.venv/bin/python bench/model_speed.py``. Last line: one JSON object
-(``{"tiny_fps_346x260_cpu": .., "base_fps_640x480_cpu": .., ...}``).
+(``{"tiny_fps_346x260_cpu": .., "base_fps_640x480_cpu": .., "backends": [...], ...}``).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from contextlib import nullcontext
@@ -83,6 +93,90 @@ def _time_onnxruntime(model, height: int, width: int, folder: Path) -> tuple[flo
     return _repeat(lambda: session.run(None, feeds))
 
 
+def _latencies(fn) -> list[float]:
+    """Sorted wall times of ``fn()`` in seconds after warm-up (at least 3 timed runs)."""
+    fn()
+    runs: list[float] = []
+    start = time.perf_counter()
+    while len(runs) < 3 or (len(runs) < 4 * MAX_RUNS and
+                            time.perf_counter() - start < MAX_SECONDS):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return sorted(runs)
+
+
+def _pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def backend_rows() -> list[dict]:
+    """One row per runtime back-end, model and size (see the module docstring)."""
+    import derain_ros.runtime as rt
+
+    setups: list[tuple[str, str, str, bool]] = [
+        ("torch", "cpu", "fp32", False), ("torch_compile", "cpu", "fp32", False),
+        ("onnxruntime", "cpu", "fp32", False)]
+    if torch.cuda.is_available():
+        setups += [("torch", "cuda", "fp32", False), ("torch", "cuda", "fp16", True),
+                   ("torch", "cuda", "bf16", True), ("torch_compile", "cuda", "bf16", True),
+                   ("onnxruntime", "cuda", "fp32", False), ("tensorrt", "cuda", "fp16", False)]
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory() as cache:
+        for name in ("derain_tiny", "derain_base"):
+            for backend, device, dtype, cl in setups:
+                torch.manual_seed(0)
+                try:
+                    runner = rt.make_runner(backend, create_model(name).eval(), device, dtype,
+                                            cache_dir=cache, threads=CPU_THREADS,
+                                            channels_last=cl)
+                except Exception as err:  # a back-end missing here: say so, go on
+                    print(f"  {name} {backend} {device}/{dtype}: unavailable ({err})")
+                    continue
+                for width, height in SIZES:
+                    frames, events = runner_inputs(name, height, width, backend)
+                    t0 = time.perf_counter()
+                    runner.prepare(height, width)
+                    prepare_s = time.perf_counter() - t0
+                    times = _latencies(lambda r=runner, f=frames, e=events: r(f, e))
+                    row = {"model": name, "size": f"{width}x{height}", "backend": backend,
+                           "device": device, "dtype": dtype + ("/cl" if cl else ""),
+                           "fps": round(len(times) / sum(times), 2),
+                           "fps_p50": round(1.0 / _pct(times, 50), 2),
+                           "p50_ms": round(1e3 * _pct(times, 50), 1),
+                           "p99_ms": round(1e3 * _pct(times, 99), 1), "runs": len(times),
+                           "prepare_s": round(prepare_s, 1), "runner": runner.name}
+                    rows.append(row)
+                    print(f"  {name:12s} {width}x{height} {runner.name:40s} {row['fps']:7.1f} fps"
+                          f" p50 {row['p50_ms']:7.1f} ms p99 {row['p99_ms']:7.1f} ms "
+                          f"(prepare {prepare_s:.1f} s)", flush=True)
+    # Ratio of medians (like the rest of this bench: the median is the figure least
+    # disturbed by other load on a shared machine).
+    eager = {(r["model"], r["size"], r["device"]): r["fps_p50"] for r in rows
+             if r["backend"] == "torch" and r["dtype"] == "fp32"}
+    for r in rows:
+        base = eager.get((r["model"], r["size"], r["device"]))
+        r["x_eager"] = round(r["fps_p50"] / base, 2) if base else None
+    return rows
+
+
+def runner_inputs(name: str, height: int, width: int, backend: str):
+    """A random clip as the node would hand it: numpy for onnxruntime, torch otherwise."""
+    frames, events = create_model(name).example_inputs(height, width)
+    if backend in ("onnxruntime", "tensorrt"):
+        return frames.numpy(), None if events is None else events.numpy()
+    return frames, events
+
+
+def print_backend_rows(rows: list[dict]) -> None:
+    print(f"{'model':12s} {'size':>8s} {'back-end':40s} {'fps':>7s} {'1/p50':>7s} {'p50 ms':>8s} "
+          f"{'p99 ms':>8s} {'x eager':>7s} {'runs':>5s}  (x eager: ratio of medians)")
+    for r in rows:
+        ratio = f"{r['x_eager']:7.2f}" if r["x_eager"] is not None else f"{'':7s}"
+        print(f"{r['model']:12s} {r['size']:>8s} {r['runner']:40s} {r['fps']:7.1f} "
+              f"{r['fps_p50']:7.1f} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {ratio} {r['runs']:5d}")
+
+
 def _load() -> float:
     """1-minute load average (other processes' demand for the cores), or -1 where unknown."""
     try:
@@ -91,10 +185,23 @@ def _load() -> float:
         return -1.0
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="network speed, batch 1")
+    parser.add_argument("--backends", action="store_true", help="only the runtime back-ends")
+    parser.add_argument("--no-backends", action="store_true", help="skip the back-ends")
+    args = parser.parse_args(argv)
     torch.set_num_threads(CPU_THREADS)
     torch.manual_seed(0)
     load_before = _load()
+    if args.backends:
+        rows = backend_rows()
+        print()
+        print(f"torch {torch.__version__}, {CPU_THREADS} threads, batch 1; load average "
+              f"{load_before} before, {_load()} after")
+        print_backend_rows(rows)
+        print(json.dumps({"backends": rows, "cpu_threads": CPU_THREADS,
+                          "loadavg_before": load_before, "loadavg_after": _load()}))
+        return
     rows: list[tuple[str, str, str, int, float, float]] = []
     figures: dict[str, float] = {}
     setups: list[tuple[str, str, torch.dtype | None]] = [("cpu", "fp32", None)]
@@ -145,6 +252,7 @@ def main() -> None:
                 figures[f"{short}_ms_{width}x{height}_ort"] = round(1000.0 * median, 2)
                 print(f"  {short:12s} {width}x{height} onnxruntime: {1000 * median:8.1f} ms",
                       flush=True)
+    backends = [] if args.no_backends else backend_rows()
     load_after = _load()
     print()
     print(f"torch {torch.__version__}, CPU threads {CPU_THREADS}, batch 1; load average "
@@ -154,10 +262,14 @@ def main() -> None:
     for short, size, dev, params, median, best in rows:
         print(f"{short:12s} {size:>8s} {dev:>12s} {params:>10,d} {1000 * median:10.1f} "
               f"{1000 * best:9.1f} {1 / median:7.1f}")
+    if backends:
+        print()
+        print_backend_rows(backends)
+        figures["backends"] = backends  # type: ignore[assignment]
     figures["cpu_threads"] = CPU_THREADS
     figures["loadavg_before"], figures["loadavg_after"] = load_before, load_after
     print(json.dumps(figures))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])
