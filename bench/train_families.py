@@ -72,7 +72,30 @@ def make_data(out: Path, clips: int, frames: int, seed: int, workers: int) -> Pa
                        sizes=SIZES, frames=frames, dry_fraction=0.1)
     bags = write_clips(specs, data, workers=workers)
     print(f"data: {len(bags)} of {len(specs)} clips in {data}", flush=True)
+    warm_caches(bags, out / "cache", workers)
     return data
+
+
+def _cache_one(bag: Path, cache: Path, use_events: bool) -> None:
+    from derain_ros.model import InputContract
+    from derain_training.config import DataConfig
+    from derain_training.data import DecodeSettings, load_bag
+
+    settings = DecodeSettings.from_config(DataConfig(), InputContract(use_events=use_events))
+    load_bag(bag, settings, cache, progress=False)
+
+
+def warm_caches(bags: list[Path], cache: Path, workers: int) -> None:
+    """Decode every bag once per input contract the models use, in parallel, before the
+    training processes start (so they do not all decode the same bags at once)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(_cache_one, b, cache, ev) for b in bags for ev in (True, False)]
+        for fut in tqdm(futures, desc="cache", unit="bag"):
+            fut.result()
 
 
 def jobs(models: list[str]) -> list[tuple[str, str, str | None]]:
@@ -106,7 +129,9 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
         "data.cache_dir": str(out / "cache"), "data.num_workers": 0 if quick else 2,
         "optim.lr": lr, "optim.warmup_steps": 10 if quick else 200,
     })
-    trainer = Trainer(cfg, bags, out / "runs" / job, resume=True, progress=False)
+    run_dir = out / "runs" / job
+    resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
+    trainer = Trainer(cfg, bags, run_dir, resume=resume, progress=False)
     result = trainer.fit()
     if result.export is None:
         raise SystemExit(f"{job}: training stopped before its export")
@@ -116,10 +141,10 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
         shutil.copyfile(result.export.with_suffix(suffix), dest.with_suffix(suffix))
     info = json.loads(dest.with_suffix(".json").read_text())
     info["provenance"].update({"job": job, "excluded_family": exclude,
-                               "clips": len(bags), "frames_seen": result.steps * batch,
+                               "clips": len(bags), "frames_seen": result.step * batch,
                                "crop": crop, "batch": batch})
     dest.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"{job}: {result.steps} steps in {result.seconds:.0f} s, {len(bags)} clips "
+    print(f"{job}: {result.step} steps in {result.seconds:.0f} s, {len(bags)} clips "
           f"(without {exclude or 'none'})", flush=True)
 
 

@@ -79,9 +79,11 @@ def plan_clips(count: int, seed: int, *, sources: Sequence[str], families: Seque
     """
     rng = np.random.default_rng(seed)
     specs = []
+    wet = 0  # families rotate over the rainy clips only, so each keeps its share
     for i in range(count):
         dry = rng.random() < dry_fraction
-        family = "none" if dry else families[i % len(families)]
+        family = "none" if dry else families[wet % len(families)]
+        wet += not dry
         w, h = sizes[int(rng.integers(len(sizes)))]
         src = sources[int(rng.integers(len(sources)))]
         clip_seed = int(seed * 100_000 + i)
