@@ -13,7 +13,7 @@ CLIPS=${1:-480}
 SECONDS_PER_MODEL=${2:-240}
 OUT=${OUT:-/tmp/derain_out}
 mkdir -p "$OUT"
-if [ -d .whl ]; then
+if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
   export PYTHONPATH=/tmp/site
@@ -26,8 +26,8 @@ python3 -c "import torch, numpy, numba, rosbags, derain_ros.sim, derain_training
 print('torch', torch.__version__, 'numpy', numpy.__version__, 'numba', numba.__version__, \
 'cuda', torch.cuda.is_available())" || exit 1
 python3 bench/train_families.py --clips "$CLIPS" --frames 10 --seconds "$SECONDS_PER_MODEL" \
-  --device cuda --workers 15 --out /tmp/fam 2>&1 | grep -v "it/s\]\|clip/s\]\|bag/s\]" \
+  --device "${DEVICE:-cuda}" --workers "${WORKERS:-15}" --out /tmp/fam 2>&1 | grep -v "it/s\]\|clip/s\]\|bag/s\]" \
   | tee "$OUT/train.log"
 tar czf "$OUT/weights.tgz" -C /tmp/fam weights logs data/manifest.json
-python3 bench/gpu_check.py --budget 100 2>&1 | tail -40 | tee "$OUT/gpu_check.txt"
+python3 bench/gpu_check.py --budget 80 2>&1 | tail -40 | tee "$OUT/gpu_check.txt"
 ls -la "$OUT"
