@@ -395,9 +395,9 @@ def report(result: dict, scenes: list[str], size: tuple[int, int], n_rainy: int,
     print("\nleave one family out (loo_<family> never trained on that family):")
     print(plain(loo))
     d = result["dry"]
-    print(f"\ndry clips (no rain): input {_f(d['input'])} dB, tiny {_f(d['tiny'])} dB "
-          f"({_f(_gain(d['tiny'], d['input']), True)}), base {_f(d['base'])} dB "
-          f"({_f(_gain(d['base'], d['input']), True)})")
+    print(f"\ndry clips (no rain; the input is the clean frame, {_f(d['input'])} dB = the "
+          f"cap): tiny {_f(d['tiny'])} dB, base {_f(d['base'])} dB (higher: closer to a "
+          f"pass-through)")
 
     def ev(a: str, b: str) -> str:
         ra, rb = result[a], result[b]
