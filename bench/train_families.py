@@ -44,9 +44,10 @@ LOO_WEIGHTS = ROOT / "bench" / "weights" / "loo"
 #: Frame sizes of the training clips (px): crops of the rigs' resolutions.
 SIZES = ((240, 180), (256, 192), (320, 240))
 MAIN_MODELS = ("derain_tiny", "derain_tiny_frames", "derain_base", "derain_base_frames")
-#: Per model: (batch, crop px, learning rate).
+#: Per model: (batch, crop px, learning rate) on a GPU; a CPU run uses CPU_RECIPE.
 RECIPES = {"derain_tiny": (16, 128, 1e-3), "derain_tiny_frames": (16, 128, 1e-3),
            "derain_base": (16, 128, 6e-4), "derain_base_frames": (16, 128, 6e-4)}
+CPU_RECIPE = (8, 96)
 
 
 def families() -> list[str]:
@@ -63,13 +64,14 @@ def train_sources() -> list[str]:
     return [s.name for s in list_sources(split="train", available_only=True)]
 
 
-def make_data(out: Path, clips: int, frames: int, seed: int, workers: int) -> Path:
+def make_data(out: Path, clips: int, frames: int, seed: int, workers: int,
+              sizes: tuple[tuple[int, int], ...] = SIZES) -> Path:
     """Plan and write the training clips; returns the data folder."""
     from derain_training.synthetic import plan_clips, write_clips
 
     data = out / "data"
     specs = plan_clips(clips, seed, sources=train_sources(), families=families(),
-                       sizes=SIZES, frames=frames, dry_fraction=0.1)
+                       sizes=sizes, frames=frames, dry_fraction=0.1)
     bags = write_clips(specs, data, workers=workers)
     print(f"data: {len(bags)} of {len(specs)} clips in {data}", flush=True)
     warm_caches(bags, out / "cache", workers)
@@ -110,7 +112,8 @@ def jobs(models: list[str]) -> list[tuple[str, str, str | None]]:
 
 
 def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
-              seconds: float, device: str, threads: int, quick: bool) -> None:
+              seconds: float, device: str, threads: int, quick: bool,
+              init_shipped: bool = False) -> None:
     """One model's run (in its own process): clips of every family but ``exclude``."""
     from derain_training.config import load_config
     from derain_training.synthetic import read_manifest, without_family
@@ -119,19 +122,25 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
     specs = without_family(read_manifest(data), exclude)
     bags = [data / f"{s.name}.mcap" for s in specs]
     batch, crop, lr = RECIPES[model]
+    if device == "cpu":
+        batch, crop = CPU_RECIPE
     if quick:
         batch, crop = 2, 64
+    init = WEIGHTS / f"{model}.safetensors" if init_shipped and exclude is None else None
+    if init is not None and not init.is_file():
+        init = None
     cfg = load_config(ROOT / "config" / "train.yaml", **{
         "mode": "supervised", "model.name": model, "run.steps": 10**7,
         "run.max_seconds": seconds, "run.device": device, "run.threads": threads,
         "run.val_every": 10**9, "run.image_every": 10**9, "run.ckpt_every": 500,
         "run.keep_ckpts": 1, "run.log_every": 50, "data.batch_size": batch, "data.crop": crop,
-        "data.cache_dir": str(out / "cache"), "data.num_workers": 0 if quick else 2,
+        "data.cache_dir": str(out / "cache"), "data.num_workers": 0 if quick or device == "cpu" else 2,
         "optim.lr": lr, "optim.warmup_steps": 10 if quick else 200,
     })
     run_dir = out / "runs" / job
     resume = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir())
-    trainer = Trainer(cfg, bags, run_dir, resume=resume, progress=False)
+    trainer = Trainer(cfg, bags, run_dir, init=None if resume else init, resume=resume,
+                      progress=False)
     result = trainer.fit()
     if result.export is None:
         raise SystemExit(f"{job}: training stopped before its export")
@@ -142,6 +151,7 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
     info = json.loads(dest.with_suffix(".json").read_text())
     info["provenance"].update({"job": job, "excluded_family": exclude,
                                "clips": len(bags), "frames_seen": result.step * batch,
+                               "init": None if init is None else init.name,
                                "crop": crop, "batch": batch})
     dest.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"{job}: {result.step} steps in {result.seconds:.0f} s, {len(bags)} clips "
@@ -149,7 +159,7 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
 
 
 def train_all(names: list[str], data: Path, out: Path, seconds: float, device: str,
-              quick: bool) -> int:
+              quick: bool, init_shipped: bool = False) -> int:
     """Every job at once, each in its own process; returns how many failed."""
     todo = jobs(names)
     cores = os.cpu_count() or 1
@@ -161,7 +171,7 @@ def train_all(names: list[str], data: Path, out: Path, seconds: float, device: s
         cmd = [sys.executable, __file__, "--train-one", job, "--model", model,
                "--out", str(out), "--seconds", str(seconds), "--device", device,
                "--threads", str(threads)] + (["--exclude", exclude] if exclude else []) + (
-                   ["--quick"] if quick else [])
+                   ["--quick"] if quick else []) + (["--init-shipped"] if init_shipped else [])
         procs.append((job, subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT),
                       log))
     failed = 0
@@ -200,6 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-data", action="store_true")
     p.add_argument("--install", action="store_true")
     p.add_argument("--quick", action="store_true", help="a smoke run (tiny data and budget)")
+    p.add_argument("--init-shipped", action="store_true",
+                   help="start the main models (not the leave-one-out ones, which must not "
+                        "have seen their family) from the shipped weights where they exist")
+    p.add_argument("--sizes", default=None, help="clip sizes, e.g. 240x180,320x240")
     p.add_argument("--train-one", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--exclude", help=argparse.SUPPRESS)
@@ -209,15 +223,17 @@ def main(argv: list[str] | None = None) -> int:
         args.clips, args.frames, args.seconds = min(args.clips, 12), 5, min(args.seconds, 20)
     if args.train_one:
         train_one(args.train_one, args.model, args.exclude, args.out / "data", args.out,
-                  args.seconds, args.device, args.threads, args.quick)
+                  args.seconds, args.device, args.threads, args.quick, args.init_shipped)
         return 0
     started = time.monotonic()
     data = args.out / "data"
     if not args.skip_data:
-        data = make_data(args.out, args.clips, args.frames, args.seed, args.workers)
+        sizes = (tuple(tuple(int(v) for v in s.split("x")) for s in args.sizes.split(","))
+                 if args.sizes else SIZES)
+        data = make_data(args.out, args.clips, args.frames, args.seed, args.workers, sizes)
     print(f"data ready after {time.monotonic() - started:.0f} s", flush=True)
     failed = train_all(args.models.split(","), data, args.out, args.seconds, args.device,
-                       args.quick)
+                       args.quick, args.init_shipped)
     print(f"all done after {time.monotonic() - started:.0f} s, {failed} failed", flush=True)
     if args.install and not failed:
         install(args.out)

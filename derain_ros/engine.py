@@ -29,7 +29,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from derain_ros.errors import CheckpointError, ConfigError, ModelError
 from derain_ros.events import warm_up as warm_events
@@ -44,8 +44,10 @@ from derain_ros.model import (
     default_checkpoint_path,
     list_models,
     load_checkpoint,
+    read_checkpoint_info,
 )
 from derain_ros.records import EventBatch
+from derain_ros.runtime import Runner, make_runner
 from derain_ros.sync import FrameWindow
 
 __all__ = [
@@ -84,6 +86,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and dtype == "fp16":
         raise ConfigError("fp16 is not supported on the CPU; use fp32 or bf16")
     return _DTYPES[dtype]
+
+
+def _weights_sha(path: str | Path) -> str | None:
+    """The checkpoint JSON's weights hash (the runtime caches' key), None if unreadable."""
+    try:
+        return str(read_checkpoint_info(path)["weights_sha256"])
+    except (CheckpointError, KeyError):
+        return None
 
 
 @dataclass(frozen=True, eq=False)
@@ -149,6 +159,13 @@ class DerainEngine:
         in_chans: for a name: 1 for grayscale frames (DAVIS), 3 for colour.
         dump_inputs: a folder: write the exact tensors handed to the network for every
             frame (checking a deployment against training; slow, off by default).
+        backend: the runtime back-end (:data:`derain_ros.runtime.BACKENDS`): ``torch``,
+            ``torch_compile``, ``onnxruntime``, ``tensorrt`` or ``auto`` (the fastest
+            installed for the device; the choice and its reason are logged and kept in
+            ``backend_reason``). ``compile=True`` with ``torch`` means ``torch_compile``.
+        cache_dir: where the onnxruntime back-ends keep their exported graphs (None: the
+            runtime's default cache).
+        threads: intra-op threads of the back-end (0: its default).
 
     Thread-safety: :meth:`process` runs on one worker thread; :meth:`swap_checkpoint` may
     be called from another (the new network replaces the old one between two frames).
@@ -158,7 +175,8 @@ class DerainEngine:
                  dtype: str = "auto", compile: bool = False, arrangement: str | None = None,
                  in_chans: int = 3, allow_random_weights: bool = False,
                  want_rain: bool = True, want_events_image: bool = False,
-                 dump_inputs: str | Path | None = None) -> None:
+                 dump_inputs: str | Path | None = None, backend: str = "torch",
+                 cache_dir: str | Path | None = None, threads: int = 0) -> None:
         if arrangement not in (None, "", *ARRANGEMENTS):
             raise ConfigError(f"unknown clip arrangement {arrangement!r}; use one of "
                               f"{', '.join(ARRANGEMENTS)} (or leave it empty to follow the "
@@ -167,16 +185,23 @@ class DerainEngine:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.compile = bool(compile)
+        self.backend = "torch_compile" if compile and backend == "torch" else backend
+        self.cache_dir = cache_dir
+        self.threads = int(threads)
+        self.backend_reason = ""
         self.want_rain = want_rain
         self.want_events_image = want_events_image
         self.dump_inputs = Path(dump_inputs) if dump_inputs else None
         self.random_weights = False
         self._lock = threading.Lock()
         self.source = ""
+        self._sha: str | None = None  # the loaded checkpoint's weights hash (cache key)
         net = self._load(model, in_chans, allow_random_weights)
         net.input_contract.refuse_overrides(self.source, arrangement=self.requested_arrangement)
         self._builder = InputBuilder(net.input_contract)
-        self._net, self._runner = self._prepare(net)
+        self._net = self._prepare(net)
+        self._runner = self._make_runner(self._net, self._sha)
+        _log.info("runtime back-end %s: %s", self._runner.name, self.backend_reason)
         self._history: collections.deque[_Step] = collections.deque(maxlen=2)
         self.swaps = 0
         self.swap_failures = 0
@@ -194,6 +219,7 @@ class DerainEngine:
             try:
                 net = create_model(text, checkpoint=path, in_chans=in_chans)
                 self.source = str(path)
+                self._sha = _weights_sha(path)
                 return net
             except CheckpointNotFoundError:
                 if not allow_random:
@@ -208,16 +234,24 @@ class DerainEngine:
                 return create_model(text, in_chans=in_chans)
         net = load_checkpoint(text)  # raises CheckpointError subclasses
         self.source = text
+        self._sha = _weights_sha(text)
         return net
 
-    def _prepare(self, net: DerainNet) -> tuple[DerainNet, nn.Module]:
+    def _make_runner(self, net: DerainNet, sha: str | None,
+                     size: tuple[int, int] | None = None) -> Runner:
+        """The runtime back-end running ``net`` (built for ``size`` (H, W) when given)."""
+        height, width = size if size is not None else (None, None)
+        runner = make_runner(self.backend, net, self.device, self.dtype, height, width,
+                             self.cache_dir, sha, threads=self.threads)
+        self.backend_reason = runner.reason
+        return runner
+
+    def _prepare(self, net: DerainNet) -> DerainNet:
+        """``net`` frozen in eval mode on the engine's device and dtype."""
         net = net.to(device=self.device, dtype=self.dtype).eval()
         for p in net.parameters():
             p.requires_grad_(False)
-        runner: nn.Module = net
-        if self.compile:
-            runner = torch.compile(net)  # type: ignore[assignment]
-        return net, runner
+        return net
 
     @property
     def config(self) -> Any:
@@ -228,6 +262,11 @@ class DerainEngine:
     def contract(self) -> InputContract:
         """The input contract of the current network (how its inputs are prepared)."""
         return self._builder.contract
+
+    @property
+    def backend_name(self) -> str:
+        """The runtime back-end running now (e.g. ``onnxruntime/CPUExecutionProvider/fp32``)."""
+        return self._runner.name
 
     @property
     def arrangement(self) -> str:
@@ -270,12 +309,16 @@ class DerainEngine:
             self.swap_failures += 1
             raise CheckpointError(str(err)) from err
         try:
-            new_net, runner = self._prepare(net)
+            new_net = self._prepare(net)
             frames, events = new_net.example_inputs(32, 32, device=self.device, dtype=self.dtype)
             with torch.inference_mode():
-                out = runner(frames, events)
+                out = new_net(frames, events)
             if not bool(torch.isfinite(out.background).all()):
                 raise CheckpointError(f"checkpoint {path} gives non-finite output")
+            with self._lock:
+                last = self._history[-1].frame if self._history else None
+            size = None if last is None else (int(last.shape[-2]), int(last.shape[-1]))
+            runner = self._make_runner(new_net, _weights_sha(path), size)
         except CheckpointError:
             self.swap_failures += 1
             raise
@@ -305,6 +348,7 @@ class DerainEngine:
         warm_events()  # numba kernels: decoders and voxel grid
         with self._lock:
             net, runner = self._net, self._runner
+        runner.prepare(height, width)
         frames, events = net.example_inputs(height, width, device=self.device, dtype=self.dtype)
         with torch.inference_mode():
             for _ in range(max(1, runs)):
@@ -374,14 +418,13 @@ class DerainEngine:
             if self.dump_inputs is not None:
                 self._dump(target.window, clip, ev)
             with torch.inference_mode():
-                out = runner(clip[None], None if ev is None else ev[None])
-                background = out.background[0].float().clamp_(0.0, 1.0)
-                rain = out.rain[0].float().clamp_(0.0, 1.0) if self.want_rain else None
-                derained = background.permute(1, 2, 0).cpu().numpy()
-                rain_np = rain.permute(1, 2, 0).cpu().numpy() if rain is not None else None
+                background, rain = runner(clip[None], None if ev is None else ev[None])
+            derained = background[0].transpose(1, 2, 0)  # clamped to [0, 1] by the runner
+            rain_np = (np.clip(rain[0].transpose(1, 2, 0), 0.0, 1.0) if self.want_rain
+                       else None)
         except ModelError:
             raise
-        except RuntimeError as err:
+        except Exception as err:  # torch's RuntimeError, onnxruntime's own exceptions
             raise ModelError(f"inference failed on a {width}x{height} frame: {err}") from err
         t_inf = time.perf_counter()
         if not np.isfinite(derained).all():

@@ -139,7 +139,13 @@ PARAMETERS: dict[str, Param] = {
     "device": Param("auto", "auto (CUDA when present), cpu, cuda, cuda:N"),
     "dtype": Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU)",
                    ("auto", "fp32", "fp16", "bf16")),
-    "compile": Param(False, "wrap the network in torch.compile"),
+    "compile": Param(False, "wrap the network in torch.compile (backend torch)"),
+    "backend": Param("auto", "runtime back-end; auto: the fastest installed for the device "
+                     "(CPU: onnxruntime, else torch; CUDA: TensorRT EP, CUDA EP, torch); "
+                     "the choice and its reason are logged",
+                     ("auto", "torch", "torch_compile", "onnxruntime", "tensorrt")),
+    "runtime_cache_dir": Param("", "where onnxruntime back-ends keep exported graphs "
+                               "(empty: $XDG_CACHE_HOME/derain_ros or ~/.cache/derain_ros)"),
     "arrangement": Param("", "clip arrangement; empty: the checkpoint's (its input "
                          "contract); causal or centre must agree with the checkpoint, else "
                          "the node refuses to start (or the swap)", ("", "causal", "centre")),
@@ -197,6 +203,8 @@ class NodeConfig:
     device: str
     dtype: str
     compile: bool
+    backend: str
+    runtime_cache_dir: str
     arrangement: str
     dump_inputs_dir: str
     num_threads: int
@@ -357,6 +365,8 @@ class DerainNode(Node):
         source = cfg.checkpoint or cfg.model
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
+            backend=cfg.backend, cache_dir=cfg.runtime_cache_dir or None,
+            threads=cfg.num_threads,
             arrangement=cfg.arrangement, in_chans=cfg.in_chans,
             allow_random_weights=cfg.allow_random_weights,
             want_rain=cfg.publish_rain_layer, want_events_image=cfg.publish_events_image,
@@ -416,7 +426,8 @@ class DerainNode(Node):
             f"deraining {cfg.image_topic} with {cfg.event_topic} ({cfg.event_msg_type}) "
             f"using {self.engine.model_name} on {self.engine.device} "
             f"({str(self.engine.dtype).removeprefix('torch.')}), drop_policy "
-            f"{cfg.drop_policy}")
+            f"{cfg.drop_policy}; runtime {self.engine.backend_name} "
+            f"({self.engine.backend_reason}); input contract {self.engine.contract}")
 
     # -------------------------------------------------------------- problems
 
@@ -574,6 +585,8 @@ class DerainNode(Node):
             "events_silent": self.sync.events_silent,
             "device": str(self.engine.device),
             "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "backend": self.engine.backend_name,
+            "backend_reason": self.engine.backend_reason,
             "model": self.engine.model_name,
             "checkpoint": self.engine.source,
             "arrangement": self.engine.arrangement,

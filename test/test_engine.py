@@ -202,3 +202,24 @@ def test_cuda_half_precision(tiny) -> None:
     engine.process(window(0, first=True))
     r = engine.process(window(1))
     assert r.derained.dtype == np.float32 and np.isfinite(r.derained).all()
+
+
+def test_onnxruntime_backend_agrees_with_torch_and_swaps(tiny, tmp_path) -> None:
+    """The engine on onnxruntime gives torch's frames (2e-3) and swaps checkpoints too."""
+    pytest.importorskip("onnxruntime")
+    ref = DerainEngine(tiny, device="cpu")
+    ort = DerainEngine(tiny, device="cpu", backend="onnxruntime", cache_dir=tmp_path / "c")
+    assert ort.backend_reason and "onnxruntime" in ort._runner.name
+    for i in range(3):
+        w = window(i, first=i == 0)
+        a, b = ref.process(w), ort.process(w)
+        assert np.abs(a.derained - b.derained).max() <= 2e-3
+        assert np.abs(a.rain - b.rain).max() <= 2e-3
+    torch.manual_seed(5)
+    other = create_model("derain_tiny").eval()
+    save_checkpoint(other, tmp_path / "other")
+    ort.swap_checkpoint(tmp_path / "other")
+    swapped = DerainEngine(other, device="cpu")
+    w = window(3)
+    swapped.process(window(2))
+    assert np.abs(ort.process(w).derained - swapped.process(w).derained).max() <= 2e-3
