@@ -1,9 +1,10 @@
 """Inference speed of every network size: frames per second and latency at batch 1.
 
-CPU: torch with 2 threads (the target machine's cores), float32, NCHW, at 346x260 (a
-DAVIS346) and 640x480 (a VGA colour camera); the tiny sizes also through onnxruntime
-(2 intra-op threads) from the ONNX export, as an alternative CPU runtime, and torch
-with 1 thread. CUDA (when a GPU exists): float32 and fp16 autocast, channels-last.
+CPU: torch with 2 threads (the target machine's cores; ``BENCH_THREADS=N`` overrides),
+float32, NCHW, at 346x260 (a DAVIS346) and 640x480 (a VGA colour camera); the tiny
+sizes also through onnxruntime (2 intra-op threads) from the ONNX export, as an
+alternative CPU runtime, and torch with 1 thread. CUDA (when a GPU exists): float32 and
+fp16 autocast, channels-last.
 Random clips (speed does not depend on content); each figure is the median of several
 timed runs after warm-up, and the best run is shown too (the least disturbed by other
 load on a shared machine; the load average is printed). Keeps to about 2 minutes on
@@ -37,7 +38,7 @@ import torch
 
 from derain_ros.model import create_model, export_onnx
 
-CPU_THREADS = 2
+CPU_THREADS = int(os.environ.get("BENCH_THREADS", "2"))
 SIZES = [(346, 260), (640, 480)]  # (width, height) px
 MODELS = ["derain_tiny", "derain_tiny_frames", "derain_base", "derain_base_frames"]
 #: Timed runs stop at this many or after this many seconds per figure (at least 2 runs).

@@ -134,7 +134,8 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
         "run.max_seconds": seconds, "run.device": device, "run.threads": threads,
         "run.val_every": 10**9, "run.image_every": 10**9, "run.ckpt_every": 500,
         "run.keep_ckpts": 1, "run.log_every": 50, "data.batch_size": batch, "data.crop": crop,
-        "data.cache_dir": str(out / "cache"), "data.num_workers": 0 if quick or device == "cpu" else 2,
+        "data.cache_dir": str(out / "cache"),
+        "data.num_workers": 0 if quick or device == "cpu" else 2,
         "optim.lr": lr, "optim.warmup_steps": 10 if quick else 200,
     })
     run_dir = out / "runs" / job
