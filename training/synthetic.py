@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from derain_ros.fileio import atomic_write
+
 __all__ = ["ClipSpec", "plan_clips", "read_manifest", "without_family", "write_clips"]
 
 _log = logging.getLogger(__name__)
@@ -134,9 +136,7 @@ def write_clips(specs: Sequence[ClipSpec], out_dir: str | Path, *, workers: int 
                 _log.warning("clip %s failed: %s", name, problem)
     bags = [out / f"{s.name}.mcap" for s in specs if (out / f"{s.name}.mcap").exists()]
     manifest = {"clips": [dataclasses.asdict(s) for s in specs], "failed": failed}
-    tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, out / MANIFEST)
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
     return bags
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import Tensor, nn
 
 import derain_ros
 from derain_ros.errors import CheckpointError
+from derain_ros.fileio import atomic_write
 from derain_ros.model.config import ModelConfig, ModelConfigError
 from derain_ros.model.contract import InputContract, InputContractError, migrate_checkpoint_info
 from derain_ros.model.derain_net import DerainNet
@@ -123,18 +123,6 @@ def _listed(keys: list[str]) -> str:
     return shown + (f", ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # -- save ----------------------------------------------------------------------------------
 def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
                      path: str | os.PathLike[str], provenance: Mapping[str, Any] | None = None,
@@ -175,8 +163,8 @@ def write_checkpoint(tensors: Mapping[str, Tensor], config: ModelConfig,
         text = json.dumps(description, indent=2, sort_keys=False, default=str) + "\n"
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"provenance is not JSON-serialisable: {err}") from err
-    _atomic_write(weights_path, blob)
-    _atomic_write(json_path, text.encode())
+    atomic_write(weights_path, blob)
+    atomic_write(json_path, text.encode())
     return weights_path
 
 

@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from derain_ros.errors import ConfigError
+from derain_ros.fileio import atomic_write
 
 _log = logging.getLogger(__name__)
 
@@ -201,17 +202,6 @@ def _entry_valid(path: Path, key: CacheKey) -> bool:
     return recorded == key.as_dict()
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def ensure_onnx(cache_dir: Path, key: CacheKey,
                 get_net: Callable[[], Any] | None) -> tuple[Path, bool]:
     """The cached graph for ``key``, exporting it first when missing: ``(path, exported)``.
@@ -244,7 +234,7 @@ def ensure_onnx(cache_dir: Path, key: CacheKey,
     meta = {"key": key.as_dict(), "torch": torch.__version__,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "export_s": round(time.perf_counter() - start, 3)}
-    _atomic_text(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
+    atomic_write(path.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     _EXPORTS[0] += 1
     _log.info("exported %s at %dx%d to %s (%.1f s)", key.spec.name, key.width, key.height,
               path, time.perf_counter() - start)
