@@ -110,9 +110,15 @@ class InputBuilder:
         return np.float16 if self._round is not None else np.float32
 
     def _rounded(self, array: np.ndarray) -> np.ndarray:
+        """``array`` as float32 holding values of the contract's precision.
+
+        torch's conversion, not numpy's: it gives the same bits (IEEE round to nearest
+        even) several times faster, which matters on the node's per-frame path.
+        """
+        out = np.ascontiguousarray(array, dtype=np.float32)
         if self._round is None:
-            return np.ascontiguousarray(array, dtype=np.float32)
-        return array.astype(self._round).astype(np.float32)
+            return out
+        return torch.from_numpy(out).to(torch.float16).to(torch.float32).numpy()
 
     def frame(self, image: np.ndarray) -> np.ndarray:
         """``[C, H, W]`` float32 from an H x W (x C) float32 image in [0, 1]."""
