@@ -348,7 +348,8 @@ class BagWriter:
         if conn is None:
             raise BagError(f"topic {topic} was not added (call add_topic first)")
         if isinstance(msg, bytes | bytearray | memoryview):
-            data = msg
+            # (rosbags takes bytes or a memoryview: a bytearray goes in as a view, no copy)
+            data = memoryview(msg) if isinstance(msg, bytearray) else msg
         else:
             try:
                 data = typestore().serialize_cdr(msg, conn.msgtype)

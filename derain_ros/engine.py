@@ -132,9 +132,9 @@ class _Step:
 
 def events_image(events: EventBatch, height: int, width: int) -> np.ndarray:
     """Count image as a picture: ON events blue, OFF events red, saturating (H x W x 3)."""
-    counts = count_image(events)  # [2, H, W]: OFF, ON
-    counts = counts.numpy() if isinstance(counts, Tensor) else np.asarray(counts)
-    img = np.zeros((events.height, events.width, 3), np.float32)
+    grid = count_image(events)  # [2, H, W]: OFF, ON
+    counts = grid.numpy() if isinstance(grid, Tensor) else np.asarray(grid)
+    img: np.ndarray = np.zeros((events.height, events.width, 3), np.float32)
     img[..., 0] = 1.0 - np.exp(-counts[0].astype(np.float32) / 2.0)
     img[..., 2] = 1.0 - np.exp(-counts[1].astype(np.float32) / 2.0)
     if (events.height, events.width) != (height, width):
@@ -374,7 +374,7 @@ class DerainEngine:
         """
         if self.dump_inputs is None:
             return
-        arrays = {"frames": frames.float().cpu().numpy()}
+        arrays: dict[str, Any] = {"frames": frames.float().cpu().numpy()}
         if events is not None:
             arrays["events"] = events.float().cpu().numpy()
         self.dump_inputs.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ Two layers:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -45,7 +46,7 @@ class ImageEncodingError(DerainError):
 @dataclass(frozen=True, slots=True)
 class _Encoding:
     channels: int
-    dtype: type[np.generic]
+    dtype: type[np.integer[Any]]
     #: OpenCV conversion to RGB (None: already RGB or mono).
     to_rgb: int | None
     #: OpenCV conversion from RGB back to this layout (None: not invertible, e.g. Bayer).

@@ -259,7 +259,7 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             except TrainConfigError as err:
                 errors.append(str(err))
         raise TrainConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _build(hint, value, where)
     if origin is list:
         if not isinstance(value, list | tuple):

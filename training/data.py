@@ -171,14 +171,14 @@ def decode_bag(path: Path, settings: DecodeSettings, *, progress: bool = True) -
         raise DatasetError(f"{path} cannot be used for training: {err}") from err
     if not frames:
         raise DatasetError(f"{path}: no frames on {settings.image_topic!r}")
-    gt: dict[str, np.ndarray | None] = {}
+    stacked: dict[str, np.ndarray | None] = {}
     for topic, kept in truth.items():
         if kept and len(kept) != len(frames):
             _log.warning("%s: %s covers %d of %d frames: ignored", path, topic, len(kept),
                          len(frames))
-        gt[topic] = np.stack(kept) if len(kept) == len(frames) else None
+        stacked[topic] = np.stack(kept) if len(kept) == len(frames) else None
     return BagArrays(path, np.stack(frames), np.stack(voxels) if voxels else None,
-                     gt[settings.clean_topic], gt[settings.rain_topic],
+                     stacked[settings.clean_topic], stacked[settings.rain_topic],
                      np.asarray(stamps, np.int64), n_events)
 
 
@@ -409,8 +409,10 @@ class ClipDataset(Dataset):
         if events is not None:
             out["events"] = events.numpy()
         if self.has_truth:
+            assert b.clean is not None  # (has_truth: every bag has it)
             out["clean"] = np.asarray(b.clean[t, :, ys, xs], np.float32)
         if self.has_rain:
+            assert b.rain is not None  # (has_rain: every bag has it)
             out["rain"] = np.asarray(b.rain[t, :, ys, xs], np.float32)
         return out
 

@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -92,7 +92,9 @@ def optimizer_from_flat(opt: torch.optim.Optimizer, prefix: str, tensors: Mappin
 # -- RNG ---------------------------------------------------------------------------------
 def get_rng_state() -> tuple[dict[str, Tensor], dict[str, Any]]:
     """torch, numpy and Python RNG states as (tensors, JSON data)."""
-    np_state = np.random.get_state()
+    # (cast: the legacy global generator is an MT19937, whose state is this tuple; numpy's
+    # stub also allows the dict form of other bit generators)
+    np_state = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
     py_state = random.getstate()
     tensors = {
         "rng.torch": torch.get_rng_state(),

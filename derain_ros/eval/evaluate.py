@@ -72,8 +72,8 @@ class Clip:
     """The frames kept for baselines, pictures and the video (uint8 RGB H x W x 3)."""
 
     rainy: list[np.ndarray] = field(default_factory=list)
-    derained: list[np.ndarray] = field(default_factory=list)
-    clean: list[np.ndarray] = field(default_factory=list)
+    derained: list[np.ndarray | None] = field(default_factory=list)
+    clean: list[np.ndarray | None] = field(default_factory=list)
     fps: float = 30.0
 
 
@@ -289,7 +289,7 @@ def _score_frames(scoring: _Scoring, source: Path, out_bag: Path, image_topic: s
     bar.close()
     stamps = scoring.stamps
     if len(stamps) > 1:
-        dt = np.median(np.diff(np.asarray(stamps, np.int64))) / 1e9
+        dt = float(np.median(np.diff(np.asarray(stamps, np.int64)))) / 1e9
         scoring.clip.fps = float(1.0 / dt) if dt > 0 else 30.0
 
 
@@ -357,7 +357,8 @@ def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool, niqe_ok: bool
         row: dict[str, Any] = {"name": name, "label": label}
         if has_gt:
             idx = [i for i in with_out if clip.clean[i] is not None]
-            cleans = [clip.clean[i].astype(np.float32) / 255.0 for i in idx]
+            cleans = [c.astype(np.float32) / 255.0
+                      for c in (clip.clean[i] for i in idx) if c is not None]
             row["psnr"] = _nanmean([image_psnr(images[i], c) for i, c in zip(idx, cleans,
                                                                            strict=True)])
             row["ssim"] = _nanmean([image_ssim(images[i], c) for i, c in zip(idx, cleans,

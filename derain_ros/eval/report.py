@@ -80,7 +80,7 @@ def write_video(path: str | Path, rainy: list[np.ndarray],
     path = Path(path)
     first = side_by_side([rainy[0], derained[0]], ["rainy", "derained"])
     h, w = first.shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"),
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"),
                              max(1.0, float(fps)), (w, h))
     if not writer.isOpened():
         raise OSError(f"OpenCV cannot write an mp4v video at {path}")
@@ -252,7 +252,7 @@ def write_report(result: EvalResult, folder: str | Path, *, video: bool = True) 
         picks = sorted({min(n - 1, round(n * (k + 1) / (_SAMPLES + 1)))
                         for k in range(_SAMPLES)})
         for i in picks:
-            images = [clip.rainy[i], clip.derained[i]]
+            images: list[np.ndarray | None] = [clip.rainy[i], clip.derained[i]]
             labels = ["rainy", "derained" if clip.derained[i] is not None else "no output"]
             if clip.clean and clip.clean[i] is not None:
                 images.append(clip.clean[i])

@@ -17,35 +17,53 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar, cast
 
-__all__ = ["HAVE_NUMBA", "leading_zeros", "njit", "trailing_zeros"]
+import numpy as np
+
+__all__ = ["HAVE_NUMBA", "KFloat", "KInt", "leading_zeros", "njit", "trailing_zeros"]
+
+#: An integer scalar inside a kernel (for annotations): numba types Python ints and
+#: numpy integers alike, and the kernels mix them (``np.int64(words[i]) >> 12``).
+KInt: TypeAlias = "int | np.integer[Any]"
+#: A floating-point scalar inside a kernel, likewise.
+KFloat: TypeAlias = "float | np.floating[Any]"
 
 _log = logging.getLogger(__name__)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
+
+def _py_leading_zeros(m: KInt) -> int:
+    """Leading zero bits of a 64-bit ``m`` (numba's intrinsic, in plain Python)."""
+    return 64 - int(m).bit_length()
+
+
+def _py_trailing_zeros(m: KInt) -> int:
+    """Trailing zero bits of a non-zero 64-bit ``m``."""
+    return (int(m) & -int(m)).bit_length() - 1
+
+
+leading_zeros: Callable[[KInt], int] = _py_leading_zeros
+trailing_zeros: Callable[[KInt], int] = _py_trailing_zeros
 try:
     import numba as _numba
-    from numba.cpython.unsafe.numbers import leading_zeros, trailing_zeros
+    from numba.cpython.unsafe import numbers as _numba_numbers
 except ImportError:  # pragma: no cover - exercised only where numba is absent
-    _numba = None
-
-    def leading_zeros(m: int) -> int:
-        """Leading zero bits of a 64-bit ``m`` (numba's intrinsic, in plain Python)."""
-        return 64 - int(m).bit_length()
-
-    def trailing_zeros(m: int) -> int:
-        """Trailing zero bits of a non-zero 64-bit ``m``."""
-        return (int(m) & -int(m)).bit_length() - 1
-
-HAVE_NUMBA = _numba is not None
+    HAVE_NUMBA = False
+else:
+    HAVE_NUMBA = True
+    # numba's stubs type these intrinsics by their typing-time signature (context, x);
+    # inside a kernel, which is where they are called, they take the one integer.
+    leading_zeros = cast("Callable[[KInt], int]", _numba_numbers.leading_zeros)
+    trailing_zeros = cast("Callable[[KInt], int]", _numba_numbers.trailing_zeros)
 _warned = False
 
 
-def njit(func: F) -> F:
+def njit(func: Callable[P, R]) -> Callable[P, R]:
     """Compile ``func`` with ``numba.njit(cache=True)``; see the module docstring."""
     global _warned  # noqa: PLW0603 - one warning per process
-    if _numba is None:  # pragma: no cover
+    if not HAVE_NUMBA:  # pragma: no cover
         if not _warned:
             warnings.warn("numba is not installed: event kernels run as slow plain Python "
                           "(install the 'fast' extra)", RuntimeWarning, stacklevel=2)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import ClassVar, NamedTuple, TypeVar
 
@@ -332,6 +332,7 @@ _DECODERS: dict[str, type[Decoder]] = {}
 _ENCODERS: dict[str, type[Encoder]] = {}
 D = TypeVar("D", bound=type[Decoder])
 E = TypeVar("E", bound=type[Encoder])
+_T = TypeVar("_T")
 
 
 def register_decoder(cls: D) -> D:
@@ -356,7 +357,7 @@ def encoder_encodings() -> tuple[str, ...]:
     return tuple(sorted(_ENCODERS))
 
 
-def _lookup(table: dict[str, Callable[..., object]], encoding: str) -> Callable[..., object]:
+def _lookup(table: Mapping[str, _T], encoding: str) -> _T:
     if not isinstance(encoding, str) or encoding not in table:
         raise UnknownEncodingError(str(encoding) if encoding is not None else "", table)
     return table[encoding]
@@ -372,10 +373,10 @@ def make_decoder(encoding: str, width: int, height: int, *,
     :class:`UnknownEncodingError`, naming the known encodings, for anything else.
     """
     cls = _lookup(_DECODERS, encoding)
-    return cls(width, height, max_packet_bytes=max_packet_bytes, strict=strict)  # type: ignore[return-value]
+    return cls(width, height, max_packet_bytes=max_packet_bytes, strict=strict)
 
 
 def make_encoder(encoding: str, width: int, height: int) -> Encoder:
     """A fresh encoder for ``encoding`` producing driver-compatible payloads."""
     cls = _lookup(_ENCODERS, encoding)
-    return cls(width, height)  # type: ignore[return-value]
+    return cls(width, height)

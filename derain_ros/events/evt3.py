@@ -36,9 +36,11 @@ The decoding loops live in :mod:`derain_ros.events.evt3_kernels`: a scalar state
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
-from derain_ros.events._jit import njit
+from derain_ros.events._jit import KInt, njit
 from derain_ros.events._scratch import thread_buffer
 from derain_ros.events.base import (
     Buffers,
@@ -76,11 +78,11 @@ class Evt3Decoder(Decoder):
         # + 13: room for the scalar loop's vector guard
         if words.shape[0] < BLOCK_MIN_WORDS:
             events, triggers = _evt3_count(words)
-            return Plan(events + 13, triggers)
+            return Plan(int(events) + 13, int(triggers))
         # long packets: the block decoder's first pass gives the bounds and its table
         table = _block_table(words.shape[0] // BLOCK + 1)
         start, blocks, events, triggers = _evt3_scan(words, self._state[_S_VALID], table)
-        return Plan(events + 13, triggers, (table, start, blocks))
+        return Plan(int(events) + 13, int(triggers), (table, start, blocks))
 
     def _kernel(self, words: np.ndarray, time_base: int, counts: np.ndarray,
                 out: Buffers, plan: Plan) -> None:
@@ -90,7 +92,7 @@ class Evt3Decoder(Decoder):
             _evt3_kernel(words, self._state, self.width, self.height, out.t, out.x, out.y,
                          out.p, out.tt, out.te, out.ti, counts)
         else:
-            table, start, blocks = scan
+            table, start, blocks = cast("tuple[np.ndarray, int, int]", scan)
             _evt3_block_kernel(words, table, start, blocks, self._state, self.width,
                                self.height, out.t, out.x, out.y, out.p, out.tt, out.te,
                                out.ti, counts)
@@ -109,7 +111,9 @@ _STEP_LIMIT = 64
 
 
 @njit
-def _evt3_encode_kernel(ts_us, xs, ys, ps, trig_us, trig_code, state, out):
+def _evt3_encode_kernel(ts_us: np.ndarray, xs: np.ndarray, ys: np.ndarray, ps: np.ndarray,
+                        trig_us: np.ndarray, trig_code: np.ndarray, state: np.ndarray,
+                        out: np.ndarray) -> KInt:
     """Write words for events merged with triggers; returns the word count.
 
     ``state``: [high counter (µs >> 12, with wraps), low, y, started]; ``out`` is big
@@ -211,7 +215,7 @@ class Evt3Encoder(Encoder):
                 raise TimeOrderError(f"evt3 needs non-decreasing {name} times")
         first = min([a[0] for a in (ts_us, trig_us) if len(a)], default=None)
         last = max([a[-1] for a in (ts_us, trig_us) if len(a)], default=None)
-        if first is None:
+        if first is None or last is None:  # (both or neither)
             return b"", 0
         if first < self._last_us:
             raise TimeOrderError(f"packet starts at {first} µs, before the previous "

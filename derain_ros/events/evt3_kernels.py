@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derain_ros.events._jit import leading_zeros, njit, trailing_zeros
+from derain_ros.events._jit import KInt, leading_zeros, njit, trailing_zeros
 
 # state slots of the decoder (int64 array, carried across packets)
 _S_HIGH, _S_LOW, _S_Y, _S_BASE_X, _S_POL, _S_VALID = range(6)
@@ -31,21 +31,22 @@ _SKIPPED_CODES = (1 << 7) | (1 << 9) | (1 << 14) | (1 << 15)
 
 
 @njit
-def _is_wrap(v, last):
+def _is_wrap(v: KInt, last: KInt) -> bool | np.bool_:
     """The wrap rule: a TIME_HIGH ``v`` more than 10 below the previous one ``last``
     (bitwise, not short-circuit, so loops can use it without a branch)."""
     return (v < last) & (last - v > _WRAP_MIN_DISTANCE)
 
 
 @njit
-def _update_high(v: int, high: int) -> int:
+def _update_high(v: KInt, high: KInt) -> KInt:
     if _is_wrap(v, (high >> 12) & 0xFFF):
         high += _WRAP_US
     return (high & ~0xFFFFFF) | (v << 12)
 
 
 @njit
-def _evt3_sync(words, valid, high, low):
+def _evt3_sync(words: np.ndarray, valid: KInt, high: KInt, low: KInt
+               ) -> tuple[KInt, KInt, KInt, KInt]:
     """Where decoding may start: 0 once the stream has a valid time, else the word after
     the first TIME_LOW that follows a TIME_HIGH in this packet (``len(words)`` if none).
     Returns ``(index, high, low, valid)`` with the time words seen on the way."""
@@ -69,7 +70,8 @@ def _evt3_sync(words, valid, high, low):
 
 
 @njit
-def _store_counts(counts, k, m, oob, unknown, back, last):
+def _store_counts(counts: np.ndarray, k: KInt, m: KInt, oob: KInt, unknown: KInt, back: KInt,
+                  last: KInt) -> None:
     """A kernel's results into ``counts`` (slots as in :mod:`derain_ros.events.base`)."""
     counts[0] = k
     counts[1] = m
@@ -80,7 +82,7 @@ def _store_counts(counts, k, m, oob, unknown, back, last):
 
 
 @njit
-def _evt3_count(words):
+def _evt3_count(words: np.ndarray) -> tuple[KInt, KInt]:
     """Upper bounds of the events and triggers in ``words``: one pass, vectorised."""
     single = 0
     v12 = 0
@@ -96,7 +98,9 @@ def _evt3_count(words):
 
 
 @njit
-def _evt3_kernel(words, state, width, height, t, x, y, p, tt, te, ti, counts):
+def _evt3_kernel(words: np.ndarray, state: np.ndarray, width: KInt, height: KInt, t: np.ndarray,
+                 x: np.ndarray, y: np.ndarray, p: np.ndarray, tt: np.ndarray, te: np.ndarray,
+                 ti: np.ndarray, counts: np.ndarray) -> None:
     n = words.shape[0]
     cap = t.shape[0]
     high = state[_S_HIGH]
@@ -202,7 +206,7 @@ _U63 = np.uint64(63)
 
 
 @njit
-def _popcount(m):
+def _popcount(m: np.uint64) -> np.int64:
     m = m - ((m >> np.uint64(1)) & np.uint64(0x5555555555555555))
     m = (m & np.uint64(0x3333333333333333)) + ((m >> np.uint64(2)) & np.uint64(0x3333333333333333))
     m = (m + (m >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
@@ -210,7 +214,8 @@ def _popcount(m):
 
 
 @njit
-def _evt3_scan(words, valid, table):
+def _evt3_scan(words: np.ndarray, valid: KInt, table: np.ndarray
+               ) -> tuple[KInt, KInt, KInt, KInt]:
     """First pass of the block decoder (reads, never changes, the stream state).
 
     Fills ``table`` (one row per block of :data:`BLOCK` words from the start index):
@@ -222,8 +227,8 @@ def _evt3_scan(words, valid, table):
     start = _evt3_sync(words, valid, 0, 0)[0]
     n = words.shape[0]
     blocks = (n - start) // BLOCK
-    events = 0
-    triggers = 0
+    events: KInt = 0
+    triggers: KInt = 0
     for b in range(blocks):
         base = start + b * BLOCK
         mx = np.uint64(0)
@@ -231,8 +236,8 @@ def _evt3_scan(words, valid, table):
         ml = np.uint64(0)
         mh = np.uint64(0)
         other = np.uint64(0)
-        hmin = 0xFFF
-        hmax = 0
+        hmin: KInt = 0xFFF
+        hmax: KInt = 0
         # (kept in the words' own uint16 arithmetic: widening every word to int64 first
         # stops LLVM from vectorising this loop, 6x slower)
         for j in range(BLOCK):
@@ -265,14 +270,16 @@ def _evt3_scan(words, valid, table):
 
 
 @njit
-def _last_payload(words, base, mask):
+def _last_payload(words: np.ndarray, base: KInt, mask: np.uint64) -> np.int64:
     """The 12-bit payload of the last word of ``mask`` (non-zero) in the block."""
     return np.int64(words[np.uint64(base) + _U63 - leading_zeros(mask)]) & 0xFFF
 
 
 @njit
-def _evt3_block_kernel(words, table, start, blocks, state, width, height,
-                       t, x, y, p, tt, te, ti, counts):
+def _evt3_block_kernel(words: np.ndarray, table: np.ndarray, start: KInt, blocks: KInt,
+                       state: np.ndarray, width: KInt, height: KInt, t: np.ndarray,
+                       x: np.ndarray, y: np.ndarray, p: np.ndarray, tt: np.ndarray,
+                       te: np.ndarray, ti: np.ndarray, counts: np.ndarray) -> None:
     """Second pass of the block decoder: same contract as :func:`_evt3_kernel`."""
     sub = np.zeros(8, np.int64)
     last = counts[7]

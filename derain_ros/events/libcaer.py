@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derain_ros.events._jit import njit
+from derain_ros.events._jit import KInt, njit
 from derain_ros.events.base import (
     Buffers,
     Decoder,
@@ -43,7 +43,8 @@ _ROLLOVER_NS = ROLLOVER_US * 1000
 
 
 @njit
-def _libcaer_kernel(words, time_base, width, height, t, x, y, p, counts):
+def _libcaer_kernel(words: np.ndarray, time_base: KInt, width: KInt, height: KInt, t: np.ndarray,
+                    x: np.ndarray, y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> None:
     n = words.shape[0] // 2
     high = time_base
     prev = np.int64(0)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derain_ros.events._jit import njit
+from derain_ros.events._jit import KInt, njit
 from derain_ros.events.base import Buffers, Decoder, Plan, register_decoder
 
 __all__ = ["LibcaerCmpDecoder"]
@@ -33,7 +33,7 @@ _S_X, _S_BASE_Y, _S_POL = range(3)
 
 
 @njit
-def _cmp_count(words):
+def _cmp_count(words: np.ndarray) -> KInt:
     """Upper bound of the events in ``words``: one pass, vectorised."""
     single = 0
     v8 = 0
@@ -45,7 +45,9 @@ def _cmp_count(words):
 
 
 @njit
-def _cmp_kernel(words, state, time_base, width, height, t, x, y, p, counts):
+def _cmp_kernel(words: np.ndarray, state: np.ndarray, time_base: KInt, width: KInt,
+                height: KInt, t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray,
+                counts: np.ndarray) -> None:
     n = words.shape[0]
     cap = t.shape[0]
     ex = state[_S_X]

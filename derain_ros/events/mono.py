@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from derain_ros.events._jit import njit
+from derain_ros.events._jit import KInt, njit
 from derain_ros.events.base import (
     Buffers,
     Decoder,
@@ -26,7 +26,8 @@ __all__ = ["MonoDecoder", "MonoEncoder"]
 
 
 @njit
-def _mono_kernel(words, time_base, width, height, t, x, y, p, counts):
+def _mono_kernel(words: np.ndarray, time_base: KInt, width: KInt, height: KInt, t: np.ndarray,
+                 x: np.ndarray, y: np.ndarray, p: np.ndarray, counts: np.ndarray) -> None:
     n = words.shape[0]
     k = 0
     oob = 0

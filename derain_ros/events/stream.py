@@ -221,7 +221,8 @@ class EventStream:
         mask = trig.edge == 1
         if channel >= 0:
             mask &= trig.id == channel
-        return trig.t[mask]
+        rising: np.ndarray = trig.t[mask]
+        return rising
 
     def _pop_triggers(self, limit: int | None) -> TriggerBatch:
         if not self._triggers:

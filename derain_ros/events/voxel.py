@@ -40,7 +40,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from derain_ros.events._jit import njit
+from derain_ros.events._jit import KFloat, KInt, njit
 from derain_ros.events._scratch import thread_buffer
 from derain_ros.events.errors import EventError
 from derain_ros.records import EventBatch
@@ -68,7 +68,9 @@ def _check(events: EventBatch, t0_ns: int, t1_ns: int, bins: int, normalize: str
 
 
 @njit
-def _voxel_kernel(t, x, y, p, t0, t1, scale, bins, width, height, scratch, grid):
+def _voxel_kernel(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, t0: KInt,
+                  t1: KInt, scale: KFloat, bins: KInt, width: KInt, height: KInt,
+                  scratch: np.ndarray, grid: np.ndarray) -> None:
     """The plain per-event loop, for what the fast path does not take (see
     :func:`voxel_grid_numpy`). Accumulates pixel-major (the two bins of an event share a
     cache line), then transposes into ``grid`` ([bins, H, W] flat). ``scratch`` holds
@@ -108,26 +110,29 @@ _TWO52_BITS = 0x4330000000000000
 
 
 @njit
-def _fast_q(t, start, m, t0, t1, scale, qmax, q):
+def _fast_q(t: np.ndarray, start: KInt, m: KInt, t0: KInt, t1: KInt, scale: KFloat,
+            qmax: KFloat, q: np.ndarray) -> KInt:
     """``q[i]`` = event ``start + i``'s q (module docstring), capped at ``qmax`` = 4096 *
     (B - 1), as float32 (exact: q < 2**24), or -1 outside the window; returns the number
     inside. ``t - t0`` (< 2**52 inside) becomes float64 via the bit pattern of 2**52 +
     dt, which vectorises (AVX2 has no int64 -> float64 instruction) and is exact."""
     tt = t[start:start + m]
-    inside = 0
+    inside: KInt = 0
     for i in range(m):
         ti = tt[i]
         k = np.int64((ti > t0) & (ti <= t1))
         inside += k
         dt = np.int64(((ti - t0) & -k) | _TWO52_BITS).view(np.float64) - _TWO52
-        qi = np.float32(np.trunc(dt * scale + 0.5))  # the definition's float64 steps
+        qi: KFloat = np.float32(np.trunc(dt * scale + 0.5))  # the definition's float64 steps
         qi = qi if qi < qmax else qmax
         q[i] = qi if k != 0 else np.float32(-1.0)
     return inside
 
 
 @njit
-def _fast_cells(x, y, p, start, m, q, width, bins, spare, cell, lo, hi):
+def _fast_cells(x: np.ndarray, y: np.ndarray, p: np.ndarray, start: KInt, m: KInt,
+                q: np.ndarray, width: KInt, bins: KInt, spare: KFloat, cell: np.ndarray,
+                lo: np.ndarray, hi: np.ndarray) -> None:
     """Per event: scratch cell of its lower bin, and the weights for it and for the bin
     above. All float32 arithmetic on integers < 2**24 and multiples of 2**-12 (exact), so
     the loop vectorises 8 wide. An event at q = 4096 * (B - 1) (time t1) gets b = B - 2,
@@ -157,7 +162,8 @@ def _fast_cells(x, y, p, start, m, q, width, bins, spare, cell, lo, hi):
 
 
 @njit
-def _fast_scatter(m, cell, lo, hi, scratch):
+def _fast_scatter(m: KInt, cell: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                  scratch: np.ndarray) -> None:
     """The random read-modify-writes, in event order: every cell gets the same float32
     additions in the same order as in the plain loop, so the sums are identical even
     where a cell holds 4096 or more events. Unsigned indices: no negative-index checks."""
@@ -168,7 +174,7 @@ def _fast_scatter(m, cell, lo, hi, scratch):
 
 
 @njit
-def _fast_unscramble(bins, hw, scratch, grid):
+def _fast_unscramble(bins: KInt, hw: KInt, scratch: np.ndarray, grid: np.ndarray) -> None:
     """``grid`` ([bins, H, W] flat) from the grouped scratch, re-zeroing it. Each group's
     bin row is 8 floats, read into locals and then written: with unsigned indices (numba
     adds negative-index checks to signed ones) LLVM merges them into 32-byte SIMD
@@ -182,7 +188,7 @@ def _fast_unscramble(bins, hw, scratch, grid):
         ug = np.uint64(g)
         for k in range(bins):
             uk = np.uint64(k)
-            a = (ug * ub + uk) * u8
+            a: KInt = (ug * ub + uk) * u8
             d = uk * uhw + ug * u8
             v0 = scratch[a]
             v1 = scratch[a + np.uint64(1)]
@@ -216,7 +222,9 @@ def _fast_unscramble(bins, hw, scratch, grid):
 
 
 @njit
-def _voxel_kernel_fast(t, x, y, p, t0, t1, scale, bins, width, height, scratch, grid):
+def _voxel_kernel_fast(t: np.ndarray, x: np.ndarray, y: np.ndarray, p: np.ndarray, t0: KInt,
+                       t1: KInt, scale: KFloat, bins: KInt, width: KInt, height: KInt,
+                       scratch: np.ndarray, grid: np.ndarray) -> None:
     """The fast path: per chunk of events, two vectorised passes into small buffers, then
     the scalar scatter; finally the grouped scratch into ``grid``. ``scratch`` holds
     ceil(H*W / 8) * 8 * bins + 16 zeros and is left zeroed."""
@@ -237,7 +245,8 @@ def _voxel_kernel_fast(t, x, y, p, t0, t1, scale, bins, width, height, scratch, 
 
 
 @njit
-def _count_kernel(x, y, p, width, height, out):
+def _count_kernel(x: np.ndarray, y: np.ndarray, p: np.ndarray, width: KInt, height: KInt,
+                  out: np.ndarray) -> None:
     hw = width * height
     for i in range(x.shape[0]):
         out[np.int64(p[i] != 0) * hw + np.int64(y[i]) * width + np.int64(x[i])] += 1.0

@@ -52,7 +52,8 @@ class CAResBlock(nn.Module):
         )
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+        residual: Tensor = self.body(x)
+        return x + residual
 
 
 def res_stack(chans: int, count: int, reduction: int) -> nn.Sequential:
@@ -69,7 +70,8 @@ class Upsample2x(nn.Module):
         self.shuffle = nn.PixelShuffle(2)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.shuffle(self.proj(x))
+        y: Tensor = self.shuffle(self.proj(x))
+        return y
 
 
 class Encoder(nn.Module):
@@ -112,13 +114,15 @@ class Decoder(nn.Module):
         self.out = conv3x3(widths[0], out_chans)
         with torch.no_grad():
             self.out.weight.mul_(0.1)
+            assert self.out.bias is not None  # conv3x3's default: with a bias
             self.out.bias.zero_()
 
     def forward(self, feats: list[Tensor]) -> Tensor:
         x = self.stages[-1](feats[-1])
         for level in range(len(feats) - 2, -1, -1):
             x = self.stages[level](self.ups[level](x) + feats[level])
-        return self.out(x)
+        y: Tensor = self.out(x)
+        return y
 
 
 class TemporalFusion(nn.Module):
@@ -159,7 +163,8 @@ class TemporalFusion(nn.Module):
             g = torch.sigmoid(logits)
             prev = prev * g[:, :c]
             nxt = nxt * g[:, c:]
-        return self.fuse(torch.cat([prev, centre, nxt], dim=1))
+        fused: Tensor = self.fuse(torch.cat([prev, centre, nxt], dim=1))
+        return fused
 
 
 class EventRainRefine(nn.Module):

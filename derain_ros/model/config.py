@@ -100,7 +100,8 @@ class ModelConfig:
     @property
     def pad_multiple(self) -> int:
         """Input H and W are padded internally up to a multiple of this (px)."""
-        return self.internal_scale * 2 ** (self.levels - 1)
+        steps: int = 2 ** (self.levels - 1)  # (typeshed: int ** int may be a float)
+        return self.internal_scale * steps
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (tuples as lists)."""

@@ -23,7 +23,7 @@ raw); clamp ``B`` to [0, 1] for display (the engine and the ONNX export do).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -174,8 +174,10 @@ class DerainNet(nn.Module):
         pad_h, pad_w = (s - height % s) % s, (s - width % s) % s
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate")
-        y = head(x.contiguous(memory_format=torch.channels_last))
-        if not head[0].weight.is_contiguous(memory_format=torch.channels_last):
+        y: Tensor = head(x.contiguous(memory_format=torch.channels_last))
+        # (cast: torch types a submodule's attribute as Tensor | Module)
+        weight = cast(Tensor, head[0].weight)
+        if not weight.is_contiguous(memory_format=torch.channels_last):
             y = y.contiguous()
         m = self.config.pad_multiple // s
         pad_h, pad_w = (m - y.shape[-2] % m) % m, (m - y.shape[-1] % m) % m

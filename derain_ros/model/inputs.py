@@ -34,13 +34,14 @@ Preparation happens per window, then clips are assembled from prepared windows:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from derain_ros.events.voxel import voxel_grid
+from derain_ros.events.voxel import Normalize, voxel_grid
 from derain_ros.model.contract import InputContract, InputContractError
 from derain_ros.records import EventBatch
 
@@ -146,7 +147,9 @@ class InputBuilder:
             return None
         if events is None or not len(events):
             return np.zeros((c.event_bins, height, width), np.float32)
-        grid = voxel_grid(events, t0_ns, t1_ns, c.event_bins, normalize=c.voxel_normalize)
+        # (the contract checked voxel_normalize against VOXEL_NORMALIZATIONS)
+        grid = voxel_grid(events, t0_ns, t1_ns, c.event_bins,
+                          normalize=cast("Normalize", c.voxel_normalize))
         if tuple(grid.shape[-2:]) != (height, width):
             grid = F.interpolate(grid[None], size=(height, width), mode="bilinear",
                                  align_corners=False)[0]

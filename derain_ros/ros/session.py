@@ -18,6 +18,7 @@ from typing import Any
 
 import rclpy
 from rcl_interfaces.srv import GetParameters
+from rclpy.client import Client
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -101,15 +102,20 @@ class RosSession:
 
     def parameters(self, names: Sequence[str], timeout_s: float = 3.0) -> dict[str, Any]:
         """The target node's parameters (empty when its parameter service does not answer)."""
-        client = self.node.create_client(GetParameters, f"/{self.target}/get_parameters")
+        # (GetParameters is untyped, so rclpy's type variables cannot be inferred)
+        client: Client[Any, Any] = self.node.create_client(
+            GetParameters, f"/{self.target}/get_parameters")
         try:
             if not client.wait_for_service(timeout_sec=timeout_s):
                 return {}
             future = client.call_async(GetParameters.Request(names=list(names)))
-            if not self.wait_until(future.done, timeout_s) or future.result() is None:
+            if not self.wait_until(future.done, timeout_s):
+                return {}
+            result = future.result()
+            if result is None:
                 return {}
             out = {}
-            for name, value in zip(names, future.result().values, strict=False):
+            for name, value in zip(names, result.values, strict=False):
                 for attr, kind in _PARAMETER_FIELDS.items():
                     if value.type == kind:
                         out[name] = getattr(value, attr)

@@ -101,7 +101,7 @@ class ModelSpec:
         else:
             import dataclasses
 
-            if not dataclasses.is_dataclass(config):
+            if not dataclasses.is_dataclass(config) or isinstance(config, type):
                 raise ConfigError(f"not a model configuration: {type(config).__name__}")
             fields = dataclasses.asdict(config)
         try:

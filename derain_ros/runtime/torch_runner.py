@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from derain_ros.errors import ModelError
 from derain_ros.runtime.cache import ModelSpec
 from derain_ros.runtime.onnx_runner import check_inputs
+
+if TYPE_CHECKING:
+    from derain_ros.model import DerainNet
 
 _log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ class TorchRunner:
         reason: why this back-end was chosen (logged by the caller).
     """
 
-    def __init__(self, net: nn.Module, device: torch.device, dtype: str = "fp32", *,
+    def __init__(self, net: DerainNet, device: torch.device, dtype: str = "fp32", *,
                  threads: int = 0, channels_last: bool = False, compile: bool = False,
                  compile_mode: str | None = None, reason: str = "") -> None:
         if dtype not in DTYPES:
@@ -56,7 +58,8 @@ class TorchRunner:
         self.threads = torch.get_num_threads()
         net = net.to(device=device, dtype=self.torch_dtype).eval()
         if channels_last:
-            net = net.to(memory_format=torch.channels_last)
+            # torch's overloads of Module.to omit memory_format, which it accepts
+            net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         for p in net.parameters():
             p.requires_grad_(False)
         self.net = net

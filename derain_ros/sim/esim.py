@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -373,10 +374,12 @@ def _simulate_chunk(pixels: np.ndarray, *args: Any) -> tuple[np.ndarray, ...]:
     parts = []
     cap = max(1 << 14, 8 * len(pixels))
     start = 0
+    # (typed loosely: mypy cannot match the *args unpacking to the kernel's parameters)
+    simulate: Callable[..., tuple[int, int]] = _simulate
     while True:
         bufs = (np.empty(cap, np.float64), np.empty(cap, np.uint16), np.empty(cap, np.uint16),
                 np.empty(cap, np.uint8), np.empty(cap, np.uint8))
-        n, start = _simulate(*args, pixels, start, *bufs)
+        n, start = simulate(*args, pixels, start, *bufs)
         parts.append(tuple(b[:n] for b in bufs))
         if start >= len(pixels):
             break

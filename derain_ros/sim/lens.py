@@ -64,7 +64,7 @@ class LensDrops:
         self._slide = slide_px_s[0] + rng.random(n) * (slide_px_s[1] - slide_px_s[0])
         # How much wider the scene patch a drop shows is than the drop itself.
         self._zoom = 2.5 + 2.5 * rng.random(n)
-        self._blur = float(max(1.0, 0.15 * np.mean(self._r))) if n else 1.0
+        self._blur = float(max(1.0, 0.15 * float(np.mean(self._r)))) if n else 1.0
         ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
         self._grid_x, self._grid_y = xs, ys
         # Drawn last, and only when asked, so that older clips keep their drops exactly.

@@ -42,6 +42,7 @@ import dataclasses
 import logging
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numba import njit
@@ -113,7 +114,7 @@ class RainConfig:
             if not ok:
                 raise SimConfigError(f"RainConfig: {message} (got {self})")
 
-    def replace(self, **overrides: object) -> RainConfig:
+    def replace(self, **overrides: Any) -> RainConfig:
         """A copy with some fields changed (validated again)."""
         unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
         if unknown:
@@ -204,12 +205,12 @@ def _deposit(x: float, y: float, m: float, e: float, s: float,
             yy = y0 + dy
             if yy < 0 or yy >= h:
                 continue
-            wy = fy if dy else 1.0 - fy
+            wgt_y = fy if dy else 1.0 - fy
             for dx in range(2):
                 xx = x0 + dx
                 if xx < 0 or xx >= w:
                     continue
-                wgt = m * wy * (fx if dx else 1.0 - fx)
+                wgt = m * wgt_y * (fx if dx else 1.0 - fx)
                 cov[yy, xx] += wgt
                 rad[yy, xx] += wgt * e
         return

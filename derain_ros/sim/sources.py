@@ -690,7 +690,7 @@ def open_source(spec: str, *, width: int | None = None, height: int | None = Non
         raise SimConfigError(f"unknown fit {fit!r}; known: {', '.join(FITS)}")
     if (width is None) != (height is None):
         raise SimConfigError("give both width and height, or neither")
-    if width is not None and (width <= 0 or height <= 0):  # type: ignore[operator]
+    if width is not None and height is not None and (width <= 0 or height <= 0):
         raise SimConfigError(f"output size must be positive, got {width}x{height}")
     rng = rng if rng is not None else np.random.default_rng(0)
     base, motion = _split_motion(spec)

@@ -195,8 +195,8 @@ class SynthConfig:
                            f"width/height say {self.width}x{self.height}")
         if (self.width is None) != (self.height is None):
             raise fail("give both width and height, or neither")
-        if self.width is not None and not (0 < self.width <= _MAX_SIDE
-                                           and 0 < self.height <= _MAX_SIDE):  # type: ignore[operator]
+        if self.width is not None and self.height is not None and not (
+                0 < self.width <= _MAX_SIDE and 0 < self.height <= _MAX_SIDE):
             raise fail(f"width and height must be in 1..{_MAX_SIDE}, got "
                        f"{self.width}x{self.height}")
         if self.focal_px is not None and not self.focal_px > 0:
@@ -504,10 +504,11 @@ class _Pipeline:
                         out_rain: np.ndarray) -> None:
         """A drawn family's sub-step: the same render as the frames', over the sub-step."""
         fam = self.family
+        assert fam is not None  # (called for a drawn family only)
         eps = np.float32(self.config.log_eps)
         bg = np.exp(log_a * np.float32(1.0 - w) + log_b * np.float32(w)) - eps
-        clean = fam.scene(bg, s)  # type: ignore[union-attr]
-        rainy = fam.render(clean, s - half_s, s + half_s, env)  # type: ignore[union-attr]
+        clean = fam.scene(bg, s)
+        rainy = fam.render(clean, s - half_s, s + half_s, env)
         if lens_view is not None:
             seen = lens_view.apply(np.dstack([rainy, clean]))
             rainy, clean = seen[..., 0], seen[..., 1]
@@ -590,9 +591,10 @@ class _Pipeline:
                       clean: np.ndarray, s: float, env: float, view: Any) -> SynthFrame:
         """A drawn family's frame: rainy over the exposure; rain = what it brightened."""
         fam = self.family
+        assert fam is not None  # (called for a drawn family only)
         half = 0.5 * self.exposure_s
-        streaked = fam.render(rgb_lin, s - half, s + half, env)  # type: ignore[union-attr]
-        mask = fam.mask(s)  # type: ignore[union-attr]
+        streaked = fam.render(rgb_lin, s - half, s + half, env)
+        mask = fam.mask(s)
         mask = (np.zeros((self.height, self.width), np.float32) if mask is None
                 else mask.astype(np.float32))
         rain = np.maximum(linear_to_srgb(streaked) - clean, 0.0)
@@ -775,7 +777,8 @@ def synthesize(config: SynthConfig, out_path: str | Path, *,
     pipe = _Pipeline(config)
     n_events = n_rain = frames = 0
     coverage = 0.0
-    first_t = last_t = None
+    first_t: int | None = None
+    last_t: int | None = None
     try:
         packer = _Packetizer(make_encoder(config.encoding, pipe.width, pipe.height),
                              pipe.start_ns, round(config.packet_ms * 1e6))
@@ -813,7 +816,8 @@ def synthesize(config: SynthConfig, out_path: str | Path, *,
         raise
     finally:
         pipe.close()
-    duration = (last_t - first_t) * 1e-9 if frames > 1 else 0.0  # type: ignore[operator]
+    duration = (last_t - first_t) * 1e-9 if (
+        frames > 1 and first_t is not None and last_t is not None) else 0.0
     return SynthSummary(
         path=str(out), frames=frames, events=n_events, packets=packer.seq,
         duration_s=duration, event_rate_hz=n_events / duration if duration > 0 else 0.0,

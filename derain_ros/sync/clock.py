@@ -89,7 +89,8 @@ class ClockAlignment:
                          silent: Callable[[], bool]) -> bool:
         """Trigger mode: give ``frame`` its trigger edge's time; False while waiting."""
         cfg = self.config
-        approx = int(frame.approx_ns)  # type: ignore[arg-type]
+        assert frame.approx_ns is not None  # (resolve set it before calling)
+        approx = int(frame.approx_ns)
         edges = buffer.rising_edges(cfg.trigger_channel)
         if self._last_trigger_t is not None:
             edges = edges[edges > self._last_trigger_t]

@@ -51,7 +51,7 @@ def image_from_msg(msg: Any) -> FrameImage:
     return FrameImage(np.array(arr, copy=True), msg.encoding)
 
 
-def _as_bytes(data: Any) -> bytes | memoryview | np.ndarray:
+def _as_bytes(data: Any) -> bytes | bytearray | memoryview | np.ndarray:
     if isinstance(data, bytes | bytearray | memoryview | np.ndarray):
         return data
     return memoryview(data).cast("B") if hasattr(data, "tobytes") else bytes(data)

@@ -247,6 +247,7 @@ class FrameEventSynchronizer:
             frame = self._pending[0]
             if frame.t_ns is None and not self._resolve_time(frame, now, force):
                 break
+            assert frame.t_ns is not None  # (_resolve_time gave it one)
             wm = self._buffer.newest_t_ns
             if wm is not None and wm > frame.t_ns:
                 self._emit(out, incomplete=False)
@@ -270,7 +271,8 @@ class FrameEventSynchronizer:
         """Cut the oldest waiting frame's window and append it to ``out``."""
         frame = self._pending.popleft()
         c = self.counters
-        t = int(frame.t_ns)  # type: ignore[arg-type]
+        assert frame.t_ns is not None  # (only resolved frames are emitted)
+        t = int(frame.t_ns)
         prev = self._prev_frame_t
         if prev is not None and t <= prev:  # an estimated time landed behind: keep order
             t = prev + 1

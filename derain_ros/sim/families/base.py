@@ -25,7 +25,7 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import cv2
 import numpy as np
@@ -58,7 +58,11 @@ class FamilyParams:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
-class RainFamily(ABC):
+#: the parameter class of one family (``RainFamily[SplashParams]``)
+PT = TypeVar("PT", bound="FamilyParams")
+
+
+class RainFamily(ABC, Generic[PT]):
     """One appearance model of rain, drawn for one clip (see the module docstring).
 
     Subclasses set ``name``, ``references`` (the literature the model follows) and
@@ -70,7 +74,7 @@ class RainFamily(ABC):
     references: ClassVar[str]
     Params: ClassVar[type[FamilyParams]]
 
-    def __init__(self, params: FamilyParams, *, width: int, height: int, fps: float,
+    def __init__(self, params: PT, *, width: int, height: int, fps: float,
                  exposure_s: float, rng: np.random.Generator,
                  focal_px: float | None = None) -> None:
         if width < 1 or height < 1:
@@ -87,13 +91,13 @@ class RainFamily(ABC):
     @classmethod
     @abstractmethod
     def sample_params(cls, rng: np.random.Generator,
-                      intensity: float | None = None) -> FamilyParams:
+                      intensity: float | None = None) -> PT:
         """Random parameters; ``intensity`` in [0, 1] (drizzle .. downpour) or None: drawn."""
 
     @classmethod
     def sample(cls, rng: np.random.Generator, *, width: int, height: int, fps: float = 30.0,
                exposure_s: float | None = None, focal_px: float | None = None,
-               intensity: float | None = None, **overrides: Any) -> RainFamily:
+               intensity: float | None = None, **overrides: Any) -> RainFamily[Any]:
         """Draw parameters (``overrides`` fix some by name) and build the family."""
         if intensity is not None and not 0.0 <= intensity <= 1.0:
             raise SimConfigError(f"intensity must be in [0, 1], got {intensity}")
@@ -163,7 +167,7 @@ def luma_of(color: np.ndarray) -> float:
     return float(np.asarray(color, np.float32) @ _LUMA)
 
 
-def per_channel(image: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+def per_channel(image: np.ndarray, rgb: np.ndarray) -> np.ndarray | np.float32:
     """``rgb`` (3,) as a broadcastable factor for ``image`` (luma: its luminance)."""
     if image.ndim == 2:
         return np.float32(luma_of(rgb))
@@ -230,7 +234,7 @@ def translate_wrap(texture: np.ndarray, dx: float, dy: float, width: int,
     ``out[y, x] = texture[(y + dy) mod H, (x + dx) mod W]``, bilinear between pixels.
     """
     h, w = texture.shape[:2]
-    m = np.float32([[1, 0, dx % w], [0, 1, dy % h]])
+    m = np.array([[1, 0, dx % w], [0, 1, dy % h]], np.float32)
     return cv2.warpAffine(texture, m, (width, height),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_WRAP)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from derain_ros.sim.families.base import FamilyParams, RainFamily, check_ranges, lerp
-from derain_ros.sim.lens import LensDrops
+from derain_ros.sim.lens import LensDrops, LensView
 
 __all__ = ["LensDropParams", "LensDropRain"]
 
@@ -44,7 +44,7 @@ class LensDropParams(FamilyParams):
                             "appear_window_s": (0.01, 60.0), "blur_px": (0.0, 10.0)})
 
 
-class LensDropRain(RainFamily):
+class LensDropRain(RainFamily[LensDropParams]):
     """Refracting, sliding, landing drops on the lens (see the module)."""
 
     name = "lens_drops"
@@ -72,7 +72,7 @@ class LensDropRain(RainFamily):
             appear_frac=float(rng.uniform(0.0, 0.3)),
             appear_window_s=float(rng.uniform(1.0, 5.0)), blur_px=float(rng.uniform(1.0, 4.0)))
 
-    def _view(self, t_s: float):  # type: ignore[no-untyped-def]
+    def _view(self, t_s: float) -> LensView:
         view = self.drops.at(t_s)
         if view.blur_sigma < self._blur:
             from dataclasses import replace

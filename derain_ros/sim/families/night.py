@@ -72,7 +72,7 @@ class NightParams(FamilyParams):
                             "glare": (0.0, 2.0)})
 
 
-class NightRain(RainFamily):
+class NightRain(RainFamily[NightParams]):
     """Dark scene, lamps with bloom, lamp-lit streaks and rain glare (see the module)."""
 
     name = "night"
@@ -130,13 +130,13 @@ class NightRain(RainFamily):
             field @ np.array([0.2126, 0.7152, 0.0722], np.float32))[..., None]
 
     def scene(self, linear: np.ndarray, t_s: float) -> np.ndarray:
-        p: NightParams = self.params  # type: ignore[assignment]
+        p = self.params
         dark = np.float32(p.exposure) * np.power(np.maximum(linear, 0.0), np.float32(p.gamma))
         return (dark + self._colour(self._bloom, linear)).astype(np.float32)
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,
                environment: float) -> np.ndarray:
-        p: NightParams = self.params  # type: ignore[assignment]
+        p = self.params
         # A drop is at most a few times as bright as the light on it (the short sub-step
         # windows would otherwise give the dashes an unbounded peak).
         r = np.minimum(self.layers.layer(t0_s, t1_s), _R_MAX)

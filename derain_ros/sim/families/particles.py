@@ -54,7 +54,7 @@ class ParticleParams(FamilyParams):
                           pan_px_s=self.pan_px_s)
 
 
-class ParticleRain(RainFamily):
+class ParticleRain(RainFamily[ParticleParams]):
     """3-D drops with motion blur (see :mod:`derain_ros.sim.rain`); ``field`` renders them."""
 
     name = "particles"

@@ -22,6 +22,7 @@ index, so any window at any time renders the same droplets, in any order.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +101,7 @@ def _splat_ballistic(x0: np.ndarray, y0: np.ndarray, vx: np.ndarray, vy: np.ndar
             _deposit(x, y, m, radiance[i], sigma[i], cov, rad, wx, wy)
 
 
-class SplashRain(RainFamily):
+class SplashRain(RainFamily[SplashParams]):
     """Road splashes and vehicle spray (see the module)."""
 
     name = "splash"
@@ -142,7 +143,7 @@ class SplashRain(RainFamily):
     def _bin(self, k: int) -> tuple[np.ndarray, ...]:
         """The droplets of splashes born in time bin ``k`` (deterministic per clip)."""
         def make() -> tuple[np.ndarray, ...]:
-            p: SplashParams = self.params  # type: ignore[assignment]
+            p = self.params
             rng = np.random.default_rng([self._salt, k & 0xFFFFFFFF, k >> 32 & 0xFFFFFFFF])
             h, w = self.height, self.width
             n = int(rng.poisson(p.rate_hz * _BIN_S))
@@ -193,11 +194,14 @@ class SplashRain(RainFamily):
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,
                environment: float) -> np.ndarray:
-        p: SplashParams = self.params  # type: ignore[assignment]
+        p = self.params
         cov = np.zeros((self.height, self.width), np.float32)
         rad = np.zeros_like(cov)
         if t1_s > t0_s:
-            _splat_ballistic(*self.droplets(t0_s, t1_s), float(t0_s), float(t1_s), cov, rad)
+            # (typed loosely: mypy cannot match the unpacked droplet arrays to the
+            # kernel's parameters one by one)
+            splat: Callable[..., None] = _splat_ballistic
+            splat(*self.droplets(t0_s, t1_s), float(t0_s), float(t1_s), cov, rad)
         out = composite(clean, cov, rad, environment)
         if p.plumes:
             m = expand(self.spray(0.5 * (t0_s + t1_s)), clean)
@@ -207,5 +211,5 @@ class SplashRain(RainFamily):
 
     @property
     def n_drops(self) -> int:
-        p: SplashParams = self.params  # type: ignore[assignment]
+        p = self.params
         return round(p.rate_hz * p.droplets)  # droplets per second

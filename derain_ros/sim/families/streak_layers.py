@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -151,7 +152,7 @@ class StreakLayers:
         for i in range(params.n_layers):
             sigma = math.hypot(params.widths_px[i] / 2.5, params.blurs_px[i])
             n = int(rng.poisson(params.densities[i] * th * tw / 1e4))
-            tex = np.zeros((th, tw), np.float32)
+            tex: np.ndarray = np.zeros((th, tw), np.float32)
             ys, xs = rng.integers(0, th, n), rng.integers(0, tw, n)
             amp = rng.uniform(0.6, 1.0, n).astype(np.float32)
             np.add.at(tex, (ys, xs), amp)
@@ -205,7 +206,7 @@ class StreakLayers:
         return (p * p).astype(np.float32)
 
 
-class StreakLayerRain(RainFamily):
+class StreakLayerRain(RainFamily[StreakLayerParams]):
     """Texture streak layers blended by add / screen / alpha / max (see the module)."""
 
     name = "streak_layers"
@@ -213,7 +214,7 @@ class StreakLayerRain(RainFamily):
                   "background.md section 5 (b)")
     Params = StreakLayerParams
 
-    def __init__(self, params: StreakLayerParams, **kw) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, params: StreakLayerParams, **kw: Any) -> None:
         super().__init__(params, **kw)
         self.layers = StreakLayers(params, self.width, self.height, self.exposure_s, kw["rng"])
 
@@ -224,7 +225,7 @@ class StreakLayerRain(RainFamily):
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,
                environment: float) -> np.ndarray:
-        p: StreakLayerParams = self.params  # type: ignore[assignment]
+        p = self.params
         return self.layers.blend(clean, self.layers.layer(t0_s, t1_s), p.blend, p.color)
 
     @property

@@ -69,7 +69,7 @@ class VeilParams(FamilyParams):
                             "drift_px_s": (-100.0, 100.0)})
 
 
-class VeilRain(RainFamily):
+class VeilRain(RainFamily[VeilParams]):
     """``I = T (B + R) + (1 - T) A`` with a row-based depth proxy (see the module)."""
 
     name = "veil"
@@ -109,7 +109,7 @@ class VeilRain(RainFamily):
 
     def transmission(self, t_s: float) -> np.ndarray:
         """``T`` (H x W float32) at ``t_s``: the static depth part times the drifting mist."""
-        p: VeilParams = self.params  # type: ignore[assignment]
+        p = self.params
         if p.mist <= 0.0:
             return self._t
         m = translate_wrap(self._mist, -p.drift_px_s * t_s, 0.0, self.width, self.height)
@@ -117,7 +117,7 @@ class VeilRain(RainFamily):
 
     def render(self, clean: np.ndarray, t0_s: float, t1_s: float,
                environment: float) -> np.ndarray:
-        p: VeilParams = self.params  # type: ignore[assignment]
+        p = self.params
         streaked = self.layers.blend(clean, self.layers.layer(t0_s, t1_s), "add", 1.0)
         t = expand(self.transmission(0.5 * (t0_s + t1_s)), clean)
         a = np.float32(min(p.airlight * max(environment, 0.02), 0.9)) * per_channel(
