@@ -188,7 +188,9 @@ def test_event_compression_is_odd_monotonic_and_bounded_growth():
 
 def test_parameter_counts():
     counts = {name: create_model(name).num_parameters() for name in MODELS}
-    assert 3_000_000 <= counts["derain_base"] <= 6_000_000  # the paper: ~4.35 M
+    # base: the larger size a lent GPU trains (the paper's 4.35 M did not train here)
+    assert 1_500_000 <= counts["derain_base"] <= 3_000_000
+    assert counts["derain_base"] > 5 * counts["derain_tiny"]
     assert counts["derain_tiny"] < 500_000
     assert counts["derain_tiny_frames"] < counts["derain_tiny"]
     assert counts["derain_base_frames"] < counts["derain_base"]
