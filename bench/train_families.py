@@ -185,14 +185,53 @@ def train_all(names: list[str], data: Path, out: Path, seconds: float, device: s
     return failed
 
 
+def model_card(name: str, info: dict, manifest: dict) -> str:
+    """A Markdown model card from a checkpoint's JSON and the training set's manifest."""
+    prov = info["provenance"]
+    clips = [c for c in manifest["clips"]
+             if prov.get("excluded_family") is None or c["family"] != prov["excluded_family"]]
+    sources = sorted({c["source"] for c in clips})
+    fams: dict[str, int] = {}
+    for c in clips:
+        fams[c["family"]] = fams.get(c["family"], 0) + 1
+    contract = info["input_contract"]
+    sizes = sorted({f"{c['width']}x{c['height']}" for c in clips})
+    job = str(prov.get("job", name))
+    cli_model = "loo" if job.startswith("loo_") else f"derain_{job}"
+    lines = [
+        f"# {name}: model card", "",
+        "Event-guided video deraining network of derain_ros, trained with the project's own "
+        "`derain_training` package (supervised: Charbonnier + SSIM on the background, the "
+        "rain layer) on synthetic rig bags from `derain_ros.sim`.", "",
+        f"- Command: `python bench/train_families.py --models {cli_model} ...` "
+        "(see the script's docstring; `bench/gpu_session.sh` on a lent GPU)",
+        f"- Steps: {prov['steps']}, batch {prov.get('batch')}, crop {prov.get('crop')} px; "
+        f"frames seen: {prov.get('frames_seen')}; training time {prov['seconds'] / 60:.1f} min "
+        f"on {prov['device']}; started from: {prov.get('init') or 'random weights'}",
+        f"- Data: {len(clips)} clips of {clips[0]['frames'] if clips else 0} frames "
+        f"(sizes {', '.join(sizes)}), "
+        f"rain families {fams} ('none': dry clips), a random event-sensor model per clip, "
+        f"{sum(not c['color'] for c in clips)} grey clips",
+        f"- Left out of training: family {prov.get('excluded_family') or '(none)'}; every "
+        "scene of the `test` and `adapt` splits (`derain_ros.sim.SOURCE_SPLITS`)",
+        f"- Scenes ({len(sources)}): " + ", ".join(sources),
+        f"- Input contract: {json.dumps(contract, sort_keys=True)}",
+        "- Held-out quality: `bench/quality.py` (figures in `bench/RESULTS.md`).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def install(out: Path) -> None:
     """Copy the trained weights into the package and the bench, with model cards."""
     LOO_WEIGHTS.mkdir(parents=True, exist_ok=True)
+    manifest = json.loads((out / "data" / "manifest.json").read_text())
     for src in sorted((out / "weights").glob("*.json")):
         job = src.stem
         dest = (LOO_WEIGHTS / job) if job.startswith("loo_") else (WEIGHTS / f"derain_{job}")
         for suffix in (".safetensors", ".json"):
             shutil.copyfile(src.with_suffix(suffix), dest.with_suffix(suffix))
+        info = json.loads(src.read_text())
+        dest.with_suffix(".md").write_text(model_card(dest.name, info, manifest))
         print(f"installed {dest}")
 
 
