@@ -39,6 +39,7 @@ interrupted run resumes where it stopped (the fine-tune through ``Trainer(resume
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -192,13 +193,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return PSNR_CAP if mse <= 0 else min(10.0 * math.log10(1.0 / mse), PSNR_CAP)
 
 
-def score_bag(net: Any, bag: Path, reference: str = "clean") -> dict[str, float]:
+def score_bag(net: Any, bag: Path, reference: str = "clean", *, first: int = 0,
+              last: int | None = None) -> dict[str, float]:
     """Mean PSNR of ``net`` on ``bag``, inputs prepared as the node prepares them.
 
     Every window goes through the checkpoint's :class:`InputBuilder`; the derained frame
     of window ``k`` (``1 <= k < n - 1``: a previous and, for ``centre``, a next window)
     is compared with the bag's clean ground truth (``reference="clean"``) or with the
-    input frame itself (``"input"``: the rain-free guard). Returns ``psnr`` (network)
+    input frame itself (``"input"``: the rain-free guard); only ``first <= k < last``
+    when given (a segment of the bag). Returns ``psnr`` (network)
     and ``input_psnr`` (the input frame against the same reference).
     """
     from derain_ros.conventions import GT_CLEAN_TOPIC
@@ -208,7 +211,11 @@ def score_bag(net: Any, bag: Path, reference: str = "clean") -> dict[str, float]
     builder = InputBuilder(net.input_contract)
     windows = list(windows_from_bag(bag))
     prepared = []
-    for w in windows:
+    lo = max(first, 1) - 1
+    for i, w in enumerate(windows):
+        if i < lo:
+            prepared.append((None, None))
+            continue
         frame = builder.frame(w.image.to_network())
         vox = builder.voxel(None if w.events_missing else w.events, w.t0_ns, w.t_ns,
                             frame.shape[1], frame.shape[2])
@@ -217,7 +224,7 @@ def score_bag(net: Any, bag: Path, reference: str = "clean") -> dict[str, float]
     out_p, in_p = [], []
     net.eval()
     with torch.no_grad():
-        for k in range(1, len(windows) - 1):
+        for k in range(max(first, 1), min(len(windows) - 1, last or len(windows))):
             ks = [k - 1, k, k + 1]
             seq = [prepared[j] for j in ks]
             frames, events = builder.clip_at([f for f, _ in seq], [v for _, v in seq], 1)
@@ -499,18 +506,17 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
     for r in range(cfg.rounds):
         rdir = work / f"round{r}"
         rdir.mkdir(exist_ok=True)
-        derained = stages.run(f"derain r{r}", lambda rdir=rdir, current=current: _derain_chunks(
-            current, bag, [*train_chunks, *held_chunks], rdir / "derained", progress))
+        derained = stages.run(f"derain r{r}", functools.partial(
+            _derain_chunks, current, bag, [*train_chunks, *held_chunks], rdir / "derained",
+            progress))
         train_np, held_np = derained[:len(train_chunks)], derained[len(train_chunks):]
         if fit is None:
             calib_file = work / "calibration.json"
 
-            def calibrate() -> FitResult:
-                f = fit_rain(rec_stats, f"frames:{train_np[0]}",
-                             n_frames=min(cfg.calib_frames, L), families=cfg.families,
-                             sensors=cfg.sensors, color=rec.color, progress=progress,
-                             seed=cfg.seed + 11)
-                return f
+            calibrate = functools.partial(
+                fit_rain, rec_stats, f"frames:{train_np[0]}", n_frames=min(cfg.calib_frames, L),
+                families=cfg.families, sensors=cfg.sensors, color=rec.color,
+                progress=progress, seed=cfg.seed + 11)
 
             if calib_file.exists():
                 data = json.loads(calib_file.read_text())
@@ -532,9 +538,9 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
         synth_bags = _synthetic_slice(synth_dir, rec, cfg)
         budget = _train_budget(cfg, t_start, r)
         try:
-            result = stages.run(f"fine-tune r{r}", lambda rdir=rdir, current=current: _finetune(
-                current, [*pair_bags, *synth_bags], rdir / "train", cfg, budget, progress,
-                train_overrides))
+            result = stages.run(f"fine-tune r{r}", functools.partial(
+                _finetune, current, [*pair_bags, *synth_bags], rdir / "train", cfg, budget,
+                progress, train_overrides))
             new_net = load_checkpoint(result)
             failure = None
         except (DerainError, RuntimeError) as err:
@@ -543,9 +549,9 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
             decision = {"round": r, "accepted": False, "failed": ["fine-tune"],
                         "reason": failure}
         else:
-            decision = stages.run(f"guards r{r}", lambda new_net=new_net, cn=current_net:
-                                  evaluate_guards(cn, new_net, heldout=held_bags,
-                                                  synthetic=val_bags, dry=dry_bags, cfg=cfg))
+            decision = stages.run(f"guards r{r}", functools.partial(
+                evaluate_guards, current_net, new_net, heldout=held_bags, synthetic=val_bags,
+                dry=dry_bags, cfg=cfg))
             decision["round"] = r
             decision["train_seconds"] = round(budget, 1)
         rounds.append(decision)
@@ -587,7 +593,7 @@ def _print_round(d: dict[str, Any], echo: Callable[[str], None]) -> None:
     echo(f"  {'guard':10s} {'start dB':>9s} {'new dB':>9s} {'change':>8s}  passed  rule")
     for name, g in d["guards"].items():
         echo(f"  {name:10s} {g['start_db']:9.2f} {g['new_db']:9.2f} "
-             f"{g['new_db'] - g['start_db']:+8.2f}  {str(g['passed']):6s}  {g['rule']}")
+             f"{g['new_db'] - g['start_db']:+8.2f}  {g['passed']!s:6s}  {g['rule']}")
 
 
 def _read_info(path: Path) -> dict[str, Any]:

