@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = bool(os.environ.get("DERAIN_BENCH_QUICK") or os.environ.get("QUICK"))
 SIZE = (64, 48) if QUICK else (128, 96)
-REC = 24 if QUICK else 40
+REC = 32 if QUICK else 48
 EVAL = 6 if QUICK else 10
 SEEDS = (0,) if QUICK else (0, 1, 2)
 SCENES = ("skimage:camera@pan", "sklearn:china@drive") if QUICK else (
@@ -81,7 +81,7 @@ def one_run(scene: str, seed: int, family: str, init: Path) -> dict:
     bag, meta = recording(scene, seed, family)
     out = DATA / "adapted" / bag.stem
     report_file = out.with_name(out.name + ".adapt.json")
-    cfg = AdaptConfig(max_frames=REC, clip_frames=8, max_clips=3 if QUICK else 4,
+    cfg = AdaptConfig(max_frames=REC, clip_frames=6 if QUICK else 8, heldout_fraction=0.4, max_clips=3 if QUICK else 4,
                       heldout_clips=2, synthetic_clips=1 if QUICK else 2, calib_frames=6,
                       minutes=MINUTES, crop=min(SIZE[1], 64), batch_size=4, threads=0,
                       val_size=SIZE, val_frames=5,
