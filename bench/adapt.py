@@ -81,7 +81,8 @@ def one_run(scene: str, seed: int, family: str, init: Path) -> dict:
     bag, meta = recording(scene, seed, family)
     out = DATA / "adapted" / bag.stem
     report_file = out.with_name(out.name + ".adapt.json")
-    cfg = AdaptConfig(max_frames=REC, clip_frames=6 if QUICK else 8, heldout_fraction=0.4, max_clips=3 if QUICK else 4,
+    cfg = AdaptConfig(max_frames=REC, clip_frames=6 if QUICK else 8, heldout_fraction=0.4,
+                      max_clips=3 if QUICK else 4,
                       heldout_clips=2, synthetic_clips=1 if QUICK else 2, calib_frames=6,
                       minutes=MINUTES, crop=min(SIZE[1], 64), batch_size=4, threads=0,
                       val_size=SIZE, val_frames=5,

@@ -34,10 +34,11 @@ def _bag(path: Path, family: str, intensity: float, seed: int, frames: int) -> P
 def _small_cfg(**changes):
     from derain_training.adapt import AdaptConfig
 
-    base = dict(clip_frames=6, max_clips=3, heldout_clips=2, synthetic_clips=1, calib_frames=5,
-                families=("streak_layers",), sensors=("clean",), minutes=0.5, steps=6,
-                val_size=(W, H), val_frames=4, val_families=("particles", "streak_layers"),
-                crop=32, batch_size=2, threads=1)
+    base = {"clip_frames": 6, "max_clips": 3, "heldout_clips": 2, "synthetic_clips": 1,
+            "calib_frames": 5, "families": ("streak_layers",), "sensors": ("clean",),
+            "minutes": 0.5, "steps": 6, "val_size": (W, H), "val_frames": 4,
+            "val_families": ("particles", "streak_layers"), "crop": 32, "batch_size": 2,
+            "threads": 1}
     base.update(changes)
     return AdaptConfig(**base)
 
