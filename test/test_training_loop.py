@@ -40,7 +40,9 @@ def _cfg(bags, mode: str, **kw):
     base = {"mode": mode, "data.crop": 32, "data.batch_size": 2,
             "data.cache_dir": str(bags["cache"]), "run.steps": 6, "run.ckpt_every": 2,
             "run.val_every": 100, "optim.warmup_steps": 2, "nlcl.anchors": 4,
-            "nlcl.negatives": 16, "data.clean_bags": [str(bags["clean"])], "run.threads": 1}
+            "nlcl.negatives": 16, "data.clean_bags": [str(bags["clean"])], "run.threads": 1,
+            # the paper's full recipe (adversarial prior and NLCL default to off)
+            "losses.unsupervised.adversarial": 1.0, "losses.unsupervised.nlcl": 1.0}
     base.update(kw)
     return load_config(None, **base)
 
@@ -146,6 +148,7 @@ from derain_training.trainer import Trainer
 torch.set_num_threads(1)
 bag, clean, cache, out = sys.argv[1:5]
 cfg = load_config(None, **{"mode": "unsupervised", "data.crop": 32, "data.batch_size": 1,
+    "losses.unsupervised.adversarial": 1.0, "losses.unsupervised.nlcl": 1.0,
     "data.cache_dir": cache, "run.steps": 3, "run.ckpt_every": 3, "nlcl.anchors": 4,
     "nlcl.negatives": 16, "data.clean_bags": [clean], "optim.warmup_steps": 1})
 t = Trainer(cfg, [bag], out, progress=False)

@@ -6,6 +6,11 @@
         [--mode supervised|unsupervised|online] [--model derain_tiny] [--out runs/NAME] \\
         [--resume] [--init CKPT] [--steps N] [--export-to derain_ros/model/weights/derain_tiny]
     derain-train export --checkpoint X [--onnx out.onnx] [--height 260 --width 346]
+    derain-train adapt BAG [--out CKPT] [--init CKPT] [--rounds N] [--minutes M] \\
+        [--node /derain_node]
+
+Subcommands: ``train`` (the default), ``export`` (ONNX), ``adapt`` (test-time adaptation
+to a recorded bag by re-rain self-training, with guards; docs/adaptation.md).
 
 Multi-GPU / multi-node: start the same command under torchrun
 (``torchrun --nproc_per_node 2 -m derain_training.cli ...``): each rank reads
@@ -22,12 +27,17 @@ from pathlib import Path
 
 from derain_ros.errors import DerainError
 
-__all__ = ["build_export_parser", "build_train_parser", "main", "run_export", "run_train"]
+__all__ = ["build_adapt_parser", "build_export_parser", "build_train_parser", "main",
+           "run_adapt", "run_export", "run_train"]
 
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Arguments of a training run."""
-    p = argparse.ArgumentParser(prog="derain-train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="derain-train", description=__doc__.splitlines()[0],
+        epilog="subcommands: derain-train export --help (ONNX export); derain-train adapt "
+               "BAG --help (adapt weights to a recorded bag without ground truth: re-rain "
+               "self-training with guards)")
     p.add_argument("--config", type=Path, default=None,
                    help="training YAML (default: every built-in default; see config/train.yaml)")
     p.add_argument("--bags", nargs="+", required=True, type=Path, help="training bags")
@@ -62,6 +72,51 @@ def build_export_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, default=260, help="input height (px)")
     p.add_argument("--width", type=int, default=346, help="input width (px)")
     return p
+
+
+def build_adapt_parser() -> argparse.ArgumentParser:
+    """Arguments of ``derain-train adapt``."""
+    p = argparse.ArgumentParser(
+        prog="derain-train adapt",
+        description="adapt a network to a recorded bag without ground truth: derain it, "
+                    "calibrate the simulator's rain to its statistics, re-rain the derained "
+                    "frames, fine-tune on those pairs; accept only if the guards pass "
+                    "(docs/adaptation.md)")
+    p.add_argument("bag", type=Path, help="the recording (frames and events)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="adapted checkpoint (default: runs/adapt/<bag>_adapted)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="starting weights (default: the shipped derain_tiny)")
+    p.add_argument("--rounds", type=int, default=1, help="derain/re-rain/fine-tune rounds")
+    p.add_argument("--minutes", type=float, default=25.0, help="time budget of the whole run")
+    p.add_argument("--node", default=None,
+                   help="a running node (e.g. /derain_node) whose checkpoint parameter is set "
+                        "to the accepted weights")
+    p.add_argument("--max-frames", type=int, default=None, help="frames read from the bag")
+    p.add_argument("--families", nargs="*", default=None,
+                   help="rain families the calibration may choose (default: all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def run_adapt(args: argparse.Namespace) -> int:
+    """Run ``derain-train adapt``; exit 0 when the weights were accepted, 3 when refused."""
+    from derain_training.adapt import AdaptConfig, adapt
+
+    changes = {"rounds": args.rounds, "minutes": args.minutes, "seed": args.seed}
+    if args.max_frames:
+        changes["max_frames"] = args.max_frames
+    if args.families:
+        changes["families"] = tuple(args.families)
+    cfg = AdaptConfig(**changes)
+    out = args.out or Path("runs/adapt") / f"{Path(args.bag).stem}_adapted"
+    report = adapt(args.bag, out, init=args.init, cfg=cfg, node=args.node,
+                   progress=not args.no_progress)
+    if report.node is not None:
+        print(f"node {report.node['node']}: "
+              f"{'swapped' if report.node['ok'] else 'NOT swapped'} ({report.node['reason']})")
+    return 0 if report.accepted else 3
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -109,6 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv and argv[0] == "export":
             return run_export(build_export_parser().parse_args(argv[1:]))
+        if argv and argv[0] == "adapt":
+            return run_adapt(build_adapt_parser().parse_args(argv[1:]))
         if argv and argv[0] == "train":
             argv = argv[1:]
         return run_train(build_train_parser().parse_args(argv))

