@@ -161,9 +161,7 @@ def network(path: Path):
             if any(other != id(data) for other, _ in prepared):
                 prepared.clear()  # another clip: drop the previous one's windows
             w = data.windows[k]
-            frame = builder.frame(w.image.to_network())
-            voxel = builder.voxel(None if w.events_missing else w.events, w.t0_ns, w.t_ns,
-                                  frame.shape[1], frame.shape[2])
+            frame, voxel = builder.window(w)
             prepared[key] = (torch.from_numpy(frame),
                              None if voxel is None else torch.from_numpy(voxel))
         return prepared[key]

@@ -107,7 +107,7 @@ class EngineResult:
         rain: the rain layer, float32 H x W x C clamped to [0, 1], or None.
         events_image: H x W x 3 float32 in [0, 1] (ON blue, OFF red), or None.
         frames_only: True when no events went in (missing, or a frames-only network).
-        timings_ms: ``prepare``, ``voxel``, ``infer``, ``total`` in milliseconds.
+        timings_ms: ``prepare`` (frame and voxel grid), ``infer``, ``total`` in milliseconds.
         model: name of the network that produced it.
     """
 
@@ -392,16 +392,14 @@ class DerainEngine:
                 self._history.clear()
             builder, runner = self._builder, self._runner
             history = list(self._history)
-        frame = self._tensor(builder.frame(window.image.to_network()))
+        image, grid = builder.window(window)
+        frame = self._tensor(image)
+        voxel = None if grid is None else self._tensor(grid)
         height, width = frame.shape[-2:]
         if history and tuple(history[-1].frame.shape) != tuple(frame.shape):
             history = []  # the frame size changed: a new stream
         t_prep = time.perf_counter()
-        events = None if window.events_missing else window.events
-        grid = builder.voxel(events, window.t0_ns, window.t_ns, int(height), int(width))
-        voxel = None if grid is None else self._tensor(grid)
         step = _Step(window, frame, voxel, frames_only=voxel is None or window.events_missing)
-        t_vox = time.perf_counter()
         if builder.needs_next and not history:
             with self._lock:
                 self._history.append(step)
@@ -436,8 +434,8 @@ class DerainEngine:
             self._history.append(step)
         t_end = time.perf_counter()
         timings = {
-            "prepare": (t_prep - t_start) * 1e3, "voxel": (t_vox - t_prep) * 1e3,
-            "infer": (t_inf - t_vox) * 1e3, "total": (t_end - t_start) * 1e3,
+            "prepare": (t_prep - t_start) * 1e3,
+            "infer": (t_inf - t_prep) * 1e3, "total": (t_end - t_start) * 1e3,
         }
         return EngineResult(target.window, derained, rain_np, ev_img, frames_only, timings,
                             self.model_name)

@@ -50,7 +50,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -210,15 +210,13 @@ def score_bag(net: Any, bag: Path, reference: str = "clean", *, first: int = 0,
 
     builder = InputBuilder(net.input_contract)
     windows = list(windows_from_bag(bag))
-    prepared = []
+    prepared: list[tuple[torch.Tensor | None, torch.Tensor | None]] = []
     lo = max(first, 1) - 1
     for i, w in enumerate(windows):
         if i < lo:
             prepared.append((None, None))
             continue
-        frame = builder.frame(w.image.to_network())
-        vox = builder.voxel(None if w.events_missing else w.events, w.t0_ns, w.t_ns,
-                            frame.shape[1], frame.shape[2])
+        frame, vox = builder.window(w)
         prepared.append((torch.from_numpy(frame),
                          None if vox is None else torch.from_numpy(vox)))
     out_p, in_p = [], []
@@ -227,7 +225,9 @@ def score_bag(net: Any, bag: Path, reference: str = "clean", *, first: int = 0,
         for k in range(max(first, 1), min(len(windows) - 1, last or len(windows))):
             ks = [k - 1, k, k + 1]
             seq = [prepared[j] for j in ks]
-            frames, events = builder.clip_at([f for f, _ in seq], [v for _, v in seq], 1)
+            # (cast: windows before ``lo`` are never in a scored clip)
+            frames, events = builder.clip_at(cast(list[torch.Tensor], [f for f, _ in seq]),
+                                             [v for _, v in seq], 1)
             b = net(frames[None], None if events is None else events[None]).background[0]
             b = b.clamp(0, 1).float().numpy().transpose(1, 2, 0)
             rainy = windows[k].image.to_network()
@@ -557,7 +557,7 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
         rounds.append(decision)
         report.rounds = rounds
         _print_round(decision, echo)
-        if not decision["accepted"]:
+        if not decision["accepted"] or new_net is None:
             break
         current, current_net = result, new_net
     report.rounds = rounds

@@ -82,7 +82,11 @@ def _grey(frame: np.ndarray) -> np.ndarray:
 def _box3(a: np.ndarray) -> np.ndarray:
     p = np.pad(a, 1, mode="edge")
     h, w = a.shape
-    return sum(p[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)) / 9.0
+    out = np.zeros((h, w), np.float64)
+    for dy in range(3):
+        for dx in range(3):
+            out += p[dy:dy + h, dx:dx + w]
+    return out / 9.0
 
 
 class StatsAccumulator:

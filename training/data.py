@@ -141,7 +141,7 @@ def decode_bag(path: Path, settings: DecodeSettings, *, progress: bool = True) -
     try:
         for w in tqdm(windows, desc=f"decode {path.name}", unit="frame", leave=False,
                       disable=not progress):
-            frame = builder.frame(w.image.to_network())
+            frame, grid = builder.window(w)
             if shape is None:
                 shape = frame.shape  # (C, H, W)
             elif frame.shape != shape:
@@ -150,8 +150,6 @@ def decode_bag(path: Path, settings: DecodeSettings, *, progress: bool = True) -
                     f"frames are {shape[2]}x{shape[1]}: mismatched resolutions inside one bag")
             _, h, wd = shape
             n_events += len(w.events)
-            events = None if w.events_missing else w.events
-            grid = builder.voxel(events, w.t0_ns, w.t_ns, h, wd)
             if grid is not None:
                 voxels.append(grid.astype(store))
             frames.append(frame.astype(store))

@@ -16,6 +16,7 @@ Preparation happens per window, then clips are assembled from prepared windows:
   contract's normalisation, resized (bilinear) to the frame when the event sensor's size
   differs (a registered rig), zeros when the window has no events (the frames-only
   fallback), rounded to the precision; None for a frames-only network.
+- :meth:`InputBuilder.window`: both of a synchronised window (``FrameWindow``).
 - :meth:`InputBuilder.clip_at`: the 3-frame clip for target window ``t`` of a sequence
   of prepared windows, in the contract's arrangement:
 
@@ -44,6 +45,7 @@ from torch import Tensor
 from derain_ros.events.voxel import Normalize, voxel_grid
 from derain_ros.model.contract import InputContract, InputContractError
 from derain_ros.records import EventBatch
+from derain_ros.sync import FrameWindow
 
 __all__ = ["CLIP_TARGET", "InputBuilder", "build_clip", "mirror_voxel"]
 
@@ -154,6 +156,17 @@ class InputBuilder:
             grid = F.interpolate(grid[None], size=(height, width), mode="bilinear",
                                  align_corners=False)[0]
         return self._rounded(grid.numpy())
+
+    def window(self, window: FrameWindow) -> tuple[np.ndarray, np.ndarray | None]:
+        """A synchronised window's prepared frame and voxel grid (``(frame, voxel)``).
+
+        The events count only when the window has them (``events_missing``: the event
+        camera was silent, so zeros: the frames-only fallback).
+        """
+        frame = self.frame(window.image.to_network())
+        events = None if window.events_missing else window.events
+        return frame, self.voxel(events, window.t0_ns, window.t_ns, int(frame.shape[1]),
+                                 int(frame.shape[2]))
 
     def clip_at(self, frames: Sequence[Tensor], voxels: Sequence[Tensor | None],
                 t: int) -> tuple[Tensor, Tensor | None]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import rclpy
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
@@ -31,7 +32,7 @@ def set_string_parameter(node: str, name: str, value: str, *,
     helper = rclpy.create_node(f"derain_param_client_{os.getpid()}", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(helper)
-    client = helper.create_client(SetParameters, f"{target}/set_parameters")
+    client: Any = helper.create_client(SetParameters, f"{target}/set_parameters")
     try:
         deadline = time.monotonic() + timeout_s
         while not client.service_is_ready():
@@ -45,7 +46,10 @@ def set_string_parameter(node: str, name: str, value: str, *,
             if time.monotonic() > deadline:
                 return False, f"{target} did not answer the parameter call in time"
             executor.spin_once(timeout_sec=0.1)
-        result = future.result().results[0]
+        answer = future.result()
+        if answer is None:
+            return False, f"{target} answered the parameter call with nothing"
+        result = answer.results[0]
         return bool(result.successful), str(result.reason or ("set" if result.successful
                                                                else "refused"))
     finally:

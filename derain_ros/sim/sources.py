@@ -725,7 +725,7 @@ class FrameListSource(Source):
         self.native_size = (nw, nh)
         self.width = int(width or nw)
         self.height = int(height or nh)
-        self.n_frames = len(items)
+        self.n_frames = self._count = len(items)
         fitted = []
         for i, f in enumerate(items):
             rgb = _as_uint8_rgb(np.asarray(f), f"{name}[{i}]")
@@ -737,8 +737,8 @@ class FrameListSource(Source):
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def _get(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        if not 0 <= index < self.n_frames:
-            raise IndexError(f"{self.name} has only {self.n_frames} frames")
+        if not 0 <= index < self._count:
+            raise IndexError(f"{self.name} has only {self._count} frames")
         if index not in self._cache:
             lin = srgb_to_linear(self._frames[index])
             self._cache[index] = (lin, np.ascontiguousarray(lin @ _LUMA))
@@ -753,7 +753,7 @@ class FrameListSource(Source):
         i = math.floor(position)
         frac = position - i
         a = self._get(i)[1]
-        if frac < 1e-9 or i + 1 >= self.n_frames:
+        if frac < 1e-9 or i + 1 >= self._count:
             return a
         b = self._get(i + 1)[1]
         return (a * np.float32(1.0 - frac) + b * np.float32(frac)).astype(np.float32)
