@@ -26,8 +26,10 @@ T0 = 1_700_000_000_000_000_000
 class Live:
     """A DAVIS in sensor time with a fake monotonic clock: packets, then the frame."""
 
-    def __init__(self, period_ns: int = 33 * MS, **config: object) -> None:
+    def __init__(self, period_ns: int = 33 * MS, stamp_offset: int = 0,
+                 **config: object) -> None:
         self.now = 1
+        self.stamp_offset = stamp_offset  # host - sensor (offset mode)
         self.sync = FrameEventSynchronizer(SyncConfig(**config), clock=lambda: self.now)
         self.enc = make_encoder("libcaer", W, H)
         self.period = period_ns
@@ -46,11 +48,12 @@ class Live:
         # a garbage packet: its own time base (an encoder of its own)
         payload, tb = (make_encoder("libcaer", W, H) if garbage else self.enc).encode(batch)
         self.seq += 1
-        self.windows += self.sync.add_events(payload, tb, "libcaer", W, H, int(batch.t[0]),
-                                             self.seq)
+        stamp = (self.t if garbage else int(batch.t[0])) + self.stamp_offset  # host arrival
+        self.windows += self.sync.add_events(payload, tb, "libcaer", W, H, stamp, self.seq)
 
     def frame(self, t: int) -> None:
-        self.windows += self.sync.add_frame(np.zeros((H, W), np.uint8), "mono8", t, "cam")
+        self.windows += self.sync.add_frame(np.zeros((H, W), np.uint8), "mono8",
+                                            t + self.stamp_offset, "cam")
 
     def step(self, frames: int = 1, events: bool = True) -> list[int]:
         stamps = []
@@ -68,7 +71,7 @@ class Live:
         return stamps
 
     def out(self, stamps: list[int]) -> list:
-        by = {w.stamp_ns: w for w in self.windows}
+        by = {w.stamp_ns - self.stamp_offset: w for w in self.windows}
         return [by.get(s) for s in stamps]
 
     def accounted(self) -> bool:
@@ -97,6 +100,19 @@ def test_one_packet_with_garbage_time_stamps_then_normal_traffic(jump: int) -> N
     c = live.sync.counters
     assert c.clock_resets + c.clock_resyncs >= 1 and c.frames_stale <= 3
     assert not live.sync.resyncing
+
+
+@pytest.mark.parametrize("jump", [HOUR, -HOUR], ids=["hour_ahead", "hour_behind"])
+def test_offset_mode_one_garbage_packet_does_not_move_the_offset(jump: int) -> None:
+    """A separate camera (host stamps): a packet with garbage sensor times, stamped on
+    arrival as usual, must not drag the host - sensor offset by (a share of) an hour."""
+    live = Live(stamp_offset=5_000_000_000, clock_mode="offset")
+    live.step(4)
+    garbage = live.t + jump
+    live.packet(garbage, garbage + MS, garbage=True)
+    live.windows += live.sync.poll()
+    recovered(live)
+    assert abs(live.sync.offset_ns - 5_000_000_000) < 5 * MS
 
 
 @pytest.mark.parametrize("fps", [30, 20, 10])
