@@ -23,6 +23,13 @@ into a frozen :class:`NodeConfig`, and validated again on every change. Only
 running network kept), ``drop_policy``, ``publish_rain_layer`` and
 ``publish_events_image`` change at run time; the rest are read-only (restart the node).
 
+Field faults (``docs/recovery.md``): clock discontinuities on either stream are
+recovered by the synchroniser within a few frames and counted; frames over
+``max_frame_pixels`` are dropped from the message fields before any conversion;
+/diagnostics goes WARN while output is stalled or frames-only and ERROR when that
+lasts ``degraded_error_s``; SIGINT/SIGTERM end the node within ``shutdown_timeout_s``
+even while a long inference runs. The /diagnostics keys and levels are listed there.
+
 Missing weights: with no trained weights for ``model`` and no ``checkpoint``, the node
 refuses to start with a message saying so, unless ``allow_random_weights`` is true
 (tests, benchmarks): then it runs the untrained network, logs a warning and reports
@@ -37,6 +44,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -59,6 +67,7 @@ from rcl_interfaces.msg import (
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 
 from derain_ros.conventions import (
@@ -78,10 +87,13 @@ from derain_ros.ros import (
     RateMeter,
     array_msg,
     frame_from_msg,
+    frame_pixels,
     header_from,
     image_msg,
+    max_encoded_bytes,
     network_image_msg,
     qos_profile,
+    shm_segment_bytes,
     status_msg,
 )
 from derain_ros.sync import (
@@ -96,6 +108,12 @@ __all__ = ["PARAMETERS", "DerainNode", "NodeConfig", "add_arguments", "main", "r
 _log = logging.getLogger(__name__)
 
 NODE_NAME = "derain_node"
+
+#: Default cap on a frame's pixels: 1920 x 1200, the largest camera of the rigs.
+MAX_FRAME_PIXELS = 1920 * 1200
+
+#: How often the graph is checked for another node of this node's name (s).
+NAME_CHECK_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -171,6 +189,19 @@ PARAMETERS: dict[str, Param] = {
                          range=(0, 16384)),
     "image_height": Param(0, "expected frame height in px (0: any); others dropped",
                           range=(0, 16384)),
+    "max_frame_pixels": Param(MAX_FRAME_PIXELS, "largest frame taken (width x height, px); "
+                              "larger ones are dropped and counted before any conversion "
+                              "(default 1920 x 1200)", range=(1, 100_000_000)),
+    "silence_grace_ms": Param(20.0, "while the event topic is silent a frame still waits "
+                              "this long for a first packet before it passes frames-only (ms)",
+                              range=(0.0, 1000.0)),
+    "degraded_error_s": Param(5.0, "output stalled or frames-only this long makes "
+                              "/diagnostics ERROR (WARN before)", range=(0.1, 3600.0)),
+    "stall_timeout_s": Param(1.0, "a frame received but nothing published for this long "
+                             "is a stalled output (s)", range=(0.05, 600.0)),
+    "shutdown_timeout_s": Param(3.0, "on SIGINT/SIGTERM, how long to wait for the frame "
+                                "in inference before exiting without it (s)",
+                                range=(0.0, 600.0)),
     "publish_rain_layer": Param(False, "also publish ~/rain_layer", runtime=True),
     "publish_events_image": Param(False, "also publish ~/events_image", runtime=True),
     "diagnostics_period": Param(1.0, "period of /diagnostics (s)", range=(0.05, 60.0)),
@@ -217,6 +248,11 @@ class NodeConfig:
     trigger_tolerance_ms: float
     image_width: int
     image_height: int
+    max_frame_pixels: int
+    silence_grace_ms: float
+    degraded_error_s: float
+    stall_timeout_s: float
+    shutdown_timeout_s: float
     publish_rain_layer: bool
     publish_events_image: bool
     diagnostics_period: float
@@ -282,6 +318,7 @@ class _HandOver:
         self._cond = threading.Condition()
         self.dropped_stale = 0
         self.dropped_full = 0
+        self.in_worker = 0  # taken by the worker and not done yet
         self.closed = False
 
     def put(self, item: Any) -> None:
@@ -307,10 +344,26 @@ class _HandOver:
                 self.dropped_stale += 1
 
     def get(self, timeout: float) -> Any | None:
+        """The next item (then :meth:`done` when finished with it), None on timeout."""
         with self._cond:
             if not self._items:
                 self._cond.wait(timeout)
-            return self._items.popleft() if self._items else None
+            if not self._items:
+                return None
+            self.in_worker += 1
+            return self._items.popleft()
+
+    def done(self) -> None:
+        """The worker finished the item it took (published or counted as dropped)."""
+        with self._cond:
+            self.in_worker -= 1
+
+    def discard(self) -> int:
+        """Drop every waiting item (shutdown); returns how many."""
+        with self._cond:
+            n = len(self._items)
+            self._items.clear()
+            return n
 
     def __len__(self) -> int:
         return len(self._items)
@@ -329,7 +382,16 @@ _SYNC_WARNINGS = {
     "packet_gaps": "event packet(s) lost upstream (seq gaps)",
     "packets_late": "late event packet(s) dropped",
     "frames_out_of_order": "out-of-order frame(s) dropped",
+    "frames_stale": "frame(s) of an old time line dropped (clock discontinuity)",
+    "packets_stale": "event packet(s) of an old time line dropped (clock discontinuity)",
+    "clock_resyncs": "time line re-founded after a wrong clock reset",
+    "format_changes": "event format change(s)",
 }
+
+#: node drop kinds (``dropped_*``) that lose a frame, for the frame accounting
+_FRAME_DROPS = ("bad_image", "bad_image_size", "too_large", "shutdown")
+#: node error kinds (``errors_*``) that lose a frame
+_FRAME_ERRORS = ("inference_error", "publish_error")
 
 
 def descriptor(name: str, spec: Param) -> ParameterDescriptor:
@@ -379,6 +441,7 @@ class DerainNode(Node):
             clock_mode=cfg.clock_mode, max_buffer_bytes=cfg.max_buffer_bytes,
             event_timeout_ns=int(cfg.event_timeout_ms * 1e6),
             silence_timeout_ns=int(cfg.silence_timeout_ms * 1e6),
+            silence_grace_ns=int(cfg.silence_grace_ms * 1e6),
             trigger_tolerance_ns=int(cfg.trigger_tolerance_ms * 1e6)))
         self._sync_lock = threading.Lock()
         self.handover = _HandOver(cfg.drop_policy, cfg.block_queue_depth)
@@ -394,6 +457,23 @@ class DerainNode(Node):
         self._arrivals: collections.OrderedDict[int, int] = collections.OrderedDict()
         self._silent_reported = False
         self._reported: dict[str, int] = {}
+        self.held = 0  # windows the engine keeps for the next one (centre arrangement)
+        self._last_frame_in_ns: int | None = None
+        self._unpublished_since: int | None = None  # first frame in since the last output
+        self._frames_only = False  # the newest window went out without events
+        self._degraded_since: dict[str, int] = {}  # condition -> monotonic ns it began
+        self.duplicate_name = False
+        self._name_checked_ns = 0
+        self._pending_model: str | None = None  # `model` to show after a swap
+        self.shm_segment_bytes = shm_segment_bytes()
+        self.max_frame_bytes = max_encoded_bytes(cfg.max_frame_pixels)
+        if self.shm_segment_bytes is not None and self.max_frame_bytes > self.shm_segment_bytes:
+            self.get_logger().warning(
+                f"max_frame_pixels {cfg.max_frame_pixels} allows frames of up to "
+                f"{self.max_frame_bytes} bytes, over the {self.shm_segment_bytes}-byte "
+                "shared-memory segment of the Fast DDS profile: larger frames are dropped "
+                "by DDS without a trace. Raise segment_size in the profile "
+                "(docs/recovery.md) or lower max_frame_pixels")
 
         group = MutuallyExclusiveCallbackGroup()
         in_image = qos_profile(cfg.image_qos_reliability, cfg.image_qos_depth)
@@ -415,7 +495,8 @@ class DerainNode(Node):
         self.pub_rain = self.create_publisher(Image, OUT_RAIN, out_qos)
         self.pub_events = self.create_publisher(Image, OUT_EVENTS_IMAGE, out_qos)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_timer(0.05, self._on_poll, callback_group=group)
+        poll_s = max(0.005, min(0.05, cfg.silence_grace_ms / 1e3 or 0.05))
+        self.create_timer(poll_s, self._on_poll, callback_group=group)
         self.create_timer(cfg.diagnostics_period, self._on_diagnostics)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._stop = threading.Event()
@@ -435,7 +516,10 @@ class DerainNode(Node):
         counter[kind] += 1
         self.last_problem = f"{kind}: {text}"
         self._last_problem_ns = time.monotonic_ns()
-        self.get_logger().warning(f"{kind}: {text}", throttle_duration_sec=2.0)
+        if self._stop.is_set():  # the context may be gone: no rosout
+            _log.warning("%s: %s", kind, text)
+        else:
+            self.get_logger().warning(f"{kind}: {text}", throttle_duration_sec=2.0)
 
     # -------------------------------------------------------------- callbacks
 
@@ -447,17 +531,28 @@ class DerainNode(Node):
                     "event topic silent: frames pass through the frames-only fallback")
             elif not w.events_missing:
                 self._silent_reported = False
+            self._frames_only = w.events_missing
             self.handover.put(w)
 
     def _on_image(self, msg: Any) -> None:
         arrival = time.monotonic_ns()
         self.frames_in.tick(arrival)
+        self._last_frame_in_ns = arrival
+        if self._unpublished_since is None:
+            self._unpublished_since = arrival
+        cfg = self.config
+        pixels = frame_pixels(msg)  # from the fields: nothing allocated yet
+        if pixels is not None and pixels > cfg.max_frame_pixels:
+            self._too_large(int(msg.width), int(msg.height))
+            return
         try:
             frame = frame_from_msg(msg, use_cv_bridge=self.config.use_cv_bridge)
         except DerainError as err:
             self._problem("bad_image", self.drops, str(err))
             return
-        cfg = self.config
+        if frame.width * frame.height > cfg.max_frame_pixels:  # a CompressedImage
+            self._too_large(frame.width, frame.height)
+            return
         if (cfg.image_width and frame.width != cfg.image_width) or (
                 cfg.image_height and frame.height != cfg.image_height):
             self._problem("bad_image_size", self.drops,
@@ -471,6 +566,11 @@ class DerainNode(Node):
                 self._arrivals.popitem(last=False)
             windows = self.sync.add_frame(frame, None, stamp, msg.header.frame_id)
         self._enqueue(windows)
+
+    def _too_large(self, width: int, height: int) -> None:
+        self._problem("too_large", self.drops,
+                      f"frame of {width}x{height} px over max_frame_pixels "
+                      f"{self.config.max_frame_pixels}: dropped")
 
     def _on_packet(self, msg: Any) -> None:
         self.packets_in.tick()
@@ -496,6 +596,17 @@ class DerainNode(Node):
         with self._sync_lock:
             windows = self.sync.poll()
         self._enqueue(windows)
+        if self._pending_model is not None:
+            self._show_model(self._pending_model)
+
+    def _show_model(self, name: str) -> None:
+        """Set the read-only ``model`` parameter to the network now running."""
+        self._pending_model = None
+        result = self._set_parameters_atomically_common(
+            [Parameter("model", value=name)],
+            descriptors={"model": self.describe_parameter("model")})  # read-only kept
+        if not result.successful:
+            self.get_logger().warning(f"cannot show model {name}: {result.reason}")
 
     # -------------------------------------------------------------- worker
 
@@ -505,31 +616,60 @@ class DerainNode(Node):
             if window is None:
                 continue
             try:
-                result = self.engine.process(window)
-            except (ModelError, DerainError) as err:
-                self._problem("inference_error", self.errors, str(err))
-                continue
-            except Exception as err:  # the worker must survive anything one frame does
-                self._problem("inference_error", self.errors, repr(err))
-                continue
-            if result is None:
-                continue
-            try:
-                self._publish(result)
-            except Exception as err:
-                self._problem("publish_error", self.errors, repr(err))
+                self._work_on(window)
+            finally:
+                self.handover.done()
 
-    def _publish(self, result: Any) -> None:
+    def _work_on(self, window: Any) -> None:
+        """Derain and publish one window; every way it can end is counted."""
+        try:
+            result = self.engine.process(window)
+        except (ModelError, DerainError) as err:
+            self._problem("inference_error", self.errors, str(err))
+            return
+        except Exception as err:  # the worker must survive anything one frame does
+            self._problem("inference_error", self.errors, repr(err))
+            return
+        if result is None:
+            self.held += 1
+            return
+        if self._stop.is_set():  # shutting down: the publishers may be gone
+            self.drops["shutdown"] += 1
+            return
+        try:
+            msg = network_image_msg(result.derained, result.window.image.encoding,
+                                    header_from(result.window.stamp_ns,
+                                                result.window.frame_id))
+            self._check_shm(msg)
+            self.pub_image.publish(msg)
+        except Exception as err:
+            self._problem("publish_error", self.errors, repr(err))
+            return
+        try:
+            self._published(result, msg.header)
+        except Exception as err:  # the extra outputs; the frame itself is out
+            self._problem("publish_extra_error", self.errors, repr(err))
+
+    def _check_shm(self, msg: Any) -> None:
+        """Count (and log) an output over the DDS shared-memory segment: it vanishes."""
+        seg = self.shm_segment_bytes
+        if seg is not None and len(msg.data) + 4096 > seg:
+            self._problem("output_over_shm_segment", self.errors,
+                          f"{len(msg.data)}-byte output over the {seg}-byte DDS "
+                          "shared-memory segment: subscribers may never get it")
+
+    def _published(self, result: Any, header: Any) -> None:
         w = result.window
-        header = header_from(w.stamp_ns, w.frame_id)
-        self.pub_image.publish(network_image_msg(result.derained, w.image.encoding, header))
         done = time.monotonic_ns()
         self.frames_out.tick(done)
+        self._unpublished_since = None
         with self._sync_lock:
             arrival = self._arrivals.pop(w.stamp_ns, None)
         if arrival is not None:
             self.latency.add((done - arrival) / 1e6)
         self.infer_ms.add(result.timings_ms.get("infer", float("nan")))
+        if self._stop.is_set():
+            return
         if self.config.publish_rain_layer and result.rain is not None:
             self.pub_rain.publish(network_image_msg(result.rain, w.image.encoding, header))
         if self.config.publish_events_image and result.events_image is not None:
@@ -557,6 +697,10 @@ class DerainNode(Node):
                     successful=False,
                     reason=f"checkpoint refused, still running {self.engine.source}: {err}")
             self.get_logger().info(f"switched to checkpoint {path}")
+            running = self.engine.model_name.removesuffix(" (random weights)")
+            candidate = dataclasses.replace(candidate, model=running)
+            if running != self.config.model:
+                self._pending_model = running  # shown once this callback returns
         if candidate.drop_policy != self.config.drop_policy:
             self.handover.set_policy(candidate.drop_policy, candidate.block_queue_depth)
         self.engine.want_rain = candidate.publish_rain_layer
@@ -601,9 +745,76 @@ class DerainNode(Node):
         for kind, n in sorted(self.errors.items()):
             values[f"errors_{kind}"] = n
         values.update({f"sync_{k}": v for k, v in sc.items()})
+        values.update(self._accounting())
+        now = time.monotonic_ns()
+        conditions = self._conditions(now)
+        values["output_stalled"] = "output_stalled" in conditions
+        values["frames_only"] = "frames_only" in conditions
+        values["resyncing"] = "resyncing" in conditions
+        values["degraded_for_s"] = max(
+            ((now - self._degraded_since.get(k, now)) / 1e9 for k in conditions), default=0.0)
+        values["max_frame_pixels"] = self.config.max_frame_pixels
+        values["max_frame_bytes"] = self.max_frame_bytes
+        values["shm_segment_bytes"] = self.shm_segment_bytes or 0
+        values["duplicate_node_name"] = self.duplicate_name
         return values
 
+    def _accounting(self) -> dict[str, int]:
+        """Frames in = published + dropped (every kind) + in flight; see docs/recovery.md."""
+        dropped = (sum(self.drops.get(k, 0) for k in _FRAME_DROPS)
+                   + sum(self.errors.get(k, 0) for k in _FRAME_ERRORS)
+                   + self.sync.counters.frames_dropped + self.handover.dropped_stale
+                   + self.handover.dropped_full + self.held)
+        in_flight = self.sync.pending_frames + len(self.handover) + self.handover.in_worker
+        received, published = self.frames_in.total, self.frames_out.total
+        return {"frames_dropped": dropped, "frames_held": self.held,
+                "frames_in_flight": in_flight,
+                "frames_unaccounted": received - published - dropped - in_flight}
+
+    def _conditions(self, now: int) -> dict[str, str]:
+        """The degraded states now (name -> text); keeps when each began, logs each once."""
+        cfg = self.config
+        stall_ns = int(cfg.stall_timeout_s * 1e9)
+        feeding = (self._last_frame_in_ns is not None
+                   and now - self._last_frame_in_ns <= max(stall_ns, 1_000_000_000))
+        conditions = {}
+        since = self._unpublished_since
+        if feeding and since is not None and now - since > stall_ns:
+            conditions["output_stalled"] = (
+                f"output stalled: frames arrive but none published for {(now - since) / 1e9:.1f} s")
+        if feeding and self._frames_only:
+            conditions["frames_only"] = ("event topic silent: frames-only fallback"
+                                         if self.sync.events_silent else
+                                         "frames-only: frames pass without events")
+        if self.sync.resyncing:
+            conditions["resyncing"] = "clock discontinuity: resynchronising frames and events"
+        for name, text in conditions.items():
+            if name not in self._degraded_since:
+                self._degraded_since[name] = now
+                self.get_logger().warning(text)
+        for name in [n for n in self._degraded_since if n not in conditions]:
+            began = self._degraded_since.pop(name)
+            self.get_logger().info(f"{name} over after {(now - began) / 1e9:.1f} s")
+        return conditions
+
+    def _check_name(self) -> None:
+        """Every :data:`NAME_CHECK_S`: warn (once) when the graph holds another node of
+        this node's name (at start-up, or when a twin starts later)."""
+        now = time.monotonic_ns()
+        if now - self._name_checked_ns < NAME_CHECK_S * 1e9 and self._name_checked_ns:
+            return
+        self._name_checked_ns = now
+        me = (self.get_name(), self.get_namespace())
+        same = sum(1 for n in self.get_node_names_and_namespaces() if tuple(n) == me)
+        was, self.duplicate_name = self.duplicate_name, same > 1
+        if self.duplicate_name and not was:
+            self.get_logger().error(
+                f"another node named {self.get_fully_qualified_name()} is running: "
+                "parameters, services and diagnostics of the two are mixed up; give each "
+                "a unique name (-r __node:=NAME)")
+
     def _on_diagnostics(self) -> None:
+        self._check_name()
         values = self.diagnostics_values()
         recent = time.monotonic_ns() - self._last_problem_ns < 10e9 and self.last_problem
         warnings = []
@@ -612,15 +823,26 @@ class DerainNode(Node):
             self._reported[key] = int(values[f"sync_{key}"])
             if n > 0:
                 warnings.append(f"{n} {text}")
-        if values["events_silent"] and values["frames_received"]:
+        now = time.monotonic_ns()
+        degraded = self._conditions(now)
+        warnings.extend(degraded.values())
+        if values["events_silent"] and values["frames_received"] and "frames_only" not in degraded:
             warnings.append("event topic silent: frames-only fallback")
         if values["random_weights"]:
             warnings.append("running random weights")
+        if self.duplicate_name:
+            warnings.append("another node has this name")
         if recent:
             warnings.append(self.last_problem)
         level = "WARN" if warnings else "OK"
         if self.errors.get("inference_error") and recent and "inference" in self.last_problem:
             level = "ERROR"
+        lasting = [n for n in degraded
+                   if now - self._degraded_since[n] > self.config.degraded_error_s * 1e9]
+        if lasting:
+            level = "ERROR"
+            warnings.insert(0, f"degraded for over {self.config.degraded_error_s:g} s "
+                            f"({', '.join(lasting)})")
         message = "; ".join(warnings) if warnings else (
             f"{values['frames_out_hz']:.1f} fps, p99 {values['latency_p99_ms']:.1f} ms")
         status = status_msg(f"{self.get_name()}: deraining", self.engine.model_name,
@@ -629,12 +851,14 @@ class DerainNode(Node):
 
     # -------------------------------------------------------------- shutdown
 
-    def close(self) -> None:
-        """Stop the worker thread (waits for the frame in progress)."""
+    def close(self) -> bool:
+        """Stop the worker thread; False when the frame in inference did not finish
+        within ``shutdown_timeout_s`` (the caller must then exit without waiting)."""
         self._stop.set()
+        self.drops["shutdown"] += self.handover.discard()
         self.handover.close()
-        self._worker.join(timeout=10.0)
-
+        self._worker.join(timeout=self.config.shutdown_timeout_s)
+        return not self._worker.is_alive()
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -657,10 +881,20 @@ def main(args: Sequence[str] | None = None) -> int:
             executor.spin()
         return 0
     finally:
+        if node is not None and not node.close():
+            # torch cannot be interrupted, and tearing rclpy and the interpreter down
+            # under a running inference aborts the process (SIGABRT): leave at once.
+            _log.warning("shutting down: the frame in inference did not finish within "
+                         "shutdown_timeout_s %.1f s; exiting without it",
+                         node.config.shutdown_timeout_s)
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(0)
         if node is not None:
-            node.close()
             node.destroy_node()
         rclpy.try_shutdown()
+        _log.info("shut down")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

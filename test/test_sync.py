@@ -118,7 +118,10 @@ def test_event_topic_silent_gives_frames_only_windows() -> None:
     out = sync.poll()
     assert len(out) == 1 and out[0].events_missing and len(out[0].events) == 0
     clock.now += 1
-    out = sync.add_frame(frame(), "mono8", T0 + 33 * MS)  # silent now: passes at once
+    # silent now: passes after the short grace a first packet gets (not event_timeout)
+    assert sync.add_frame(frame(), "mono8", T0 + 33 * MS) == []
+    clock.now += SyncConfig.silence_grace_ns
+    out = sync.poll()
     assert len(out) == 1 and out[0].events_missing
     assert sync.counters.windows_events_missing == 2
     assert out[0].image.to_network().shape == (H, W, 1)
@@ -235,7 +238,8 @@ def test_trigger_mode_takes_frame_times_from_trigger_edges() -> None:
 
 def test_frame_image_accepts_frameimage_and_colour() -> None:
     clock = FakeClock()
-    sync = FrameEventSynchronizer(SyncConfig(silence_timeout_ns=1), clock=clock)
+    sync = FrameEventSynchronizer(SyncConfig(silence_timeout_ns=1, silence_grace_ns=0),
+                                  clock=clock)
     rgb = np.zeros((H, W, 3), np.uint8)
     rgb[..., 2] = 255
     sync.add_frame(FrameImage(rgb, "bgr8"), None, T0)

@@ -4,10 +4,12 @@ Only this package and :mod:`derain_ros.node` import rclpy and message packages; 
 core (sync, events, model, engine) stays ROS-free.
 """
 
+from derain_ros.ros.dds import max_encoded_bytes, shm_segment_bytes
 from derain_ros.ros.diagnostics import LatencyWindow, RateMeter, array_msg, status_msg
 from derain_ros.ros.messages import (
     HAVE_CV_BRIDGE,
     frame_from_msg,
+    frame_pixels,
     header_from,
     image_msg,
     network_image_msg,
@@ -22,10 +24,13 @@ __all__ = [
     "RateMeter",
     "array_msg",
     "frame_from_msg",
+    "frame_pixels",
     "header_from",
     "image_msg",
+    "max_encoded_bytes",
     "network_image_msg",
     "qos_profile",
+    "shm_segment_bytes",
     "stamp_msg",
     "status_msg",
 ]

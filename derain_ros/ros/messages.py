@@ -29,6 +29,7 @@ except ImportError:  # pragma: no cover - depends on the install
 __all__ = [
     "HAVE_CV_BRIDGE",
     "frame_from_msg",
+    "frame_pixels",
     "header_from",
     "image_msg",
     "network_image_msg",
@@ -47,6 +48,15 @@ def stamp_msg(stamp_ns: int) -> Time:
 def header_from(stamp_ns: int, frame_id: str) -> Header:
     """A header with ``stamp_ns`` and ``frame_id``."""
     return Header(stamp=stamp_msg(stamp_ns), frame_id=frame_id)
+
+
+def frame_pixels(msg: Image | CompressedImage) -> int | None:
+    """Pixels (width x height) an Image declares in its fields, read before any
+    conversion (so an oversized frame is refused without allocating it); None for a
+    CompressedImage, whose size is known only once decoded."""
+    if not hasattr(msg, "width") or not hasattr(msg, "height"):
+        return None
+    return int(msg.width) * int(msg.height)
 
 
 def frame_from_msg(msg: Image | CompressedImage, *, use_cv_bridge: bool = True) -> FrameImage:

@@ -24,8 +24,9 @@ Definitions (units: ns):
   grids of :mod:`derain_ros.events.voxel`.
 - A window is cut when an event later than ``t_i`` has arrived (all earlier events
   are in, packets being in order), or on a timeout: ``event_timeout_ns`` after the
-  frame arrived (``events_incomplete``), or at once while the event topic is silent
-  (no packet for ``silence_timeout_ns``: ``events_missing``, the frames-only fallback).
+  frame arrived (``events_incomplete``), or ``silence_grace_ns`` after it arrived while
+  the event topic is silent (no packet for ``silence_timeout_ns``: ``events_missing``,
+  the frames-only fallback).
 
 Events are buffered and cut by :class:`derain_ros.events.EventStream` ("decode until"):
 window ``(t_prev, t]`` is ``pop_until(t + 1)`` (:mod:`~derain_ros.sync.buffer`).
@@ -36,7 +37,8 @@ decoders are stateful), gaps in ``seq``, malformed packets, a full buffer (packe
 dropped), events behind an already cut window, duplicate / out-of-order frames, and clock
 resets (time jumping backwards by more than ``reset_threshold_ns``, e.g. a bag played in
 a loop or a driver restart): state is reset and stragglers of the old time line are
-dropped.
+dropped, boundedly: when they keep coming the reset was wrong and the time line is
+re-founded on them (a resync). The rules: ``docs/recovery.md``.
 
 Modules, one job each: ``config`` (settings), ``records`` (what comes out), ``messages``
 (message fields in), ``clock`` (clock alignment), ``buffer`` (the event buffer),

@@ -11,9 +11,19 @@ What this layer adds: the stream is made on first use (its sensor size follows t
 events pushed), the counters of :class:`~derain_ros.sync.policy.SyncCounters` that
 concern the buffer, and the ``lossy`` mark: events of the open window were dropped or
 lost, so the window will be flagged ``events_incomplete``.
+
+Memory after a burst: the decoded packets are many mid-sized numpy arrays; once freed,
+glibc keeps their pages (RSS stays at the burst's high-water mark, up to
+``max_buffer_bytes``). When the buffer has drained to an eighth of a high-water mark of
+at least :data:`RELEASE_MIN_BYTES`, the pages are handed back (``malloc_trim``; a no-op
+where the C library has none) and ``buffer_releases`` counts it.
 """
 
 from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,17 +31,44 @@ from derain_ros.events import Decoded, EventStream
 from derain_ros.records import EventBatch
 from derain_ros.sync.policy import SyncCounters
 
-__all__ = ["EventBuffer"]
+__all__ = ["RELEASE_MIN_BYTES", "EventBuffer", "release_memory"]
+
+#: A buffer high-water mark (bytes) worth handing back once drained.
+RELEASE_MIN_BYTES = 8_000_000
+
+
+def _malloc_trim() -> Callable[[], object] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        trim = getattr(libc, "malloc_trim", None)
+    except OSError:
+        return None
+    return None if trim is None else (lambda: trim(0))
+
+
+_TRIM = _malloc_trim()
+
+
+def release_memory() -> None:
+    """Hand freed heap pages back to the system (glibc ``malloc_trim``; else nothing)."""
+    if _TRIM is not None:
+        _TRIM()
 
 
 class EventBuffer:
     """Decoded events waiting to be cut into windows, under ``max_buffer_bytes``."""
 
-    def __init__(self, max_buffer_bytes: int, counters: SyncCounters) -> None:
+    def __init__(self, max_buffer_bytes: int, counters: SyncCounters, *,
+                 release: Callable[[], None] = release_memory,
+                 release_min_bytes: int = RELEASE_MIN_BYTES) -> None:
         self.max_buffer_bytes = int(max_buffer_bytes)
         self.counters = counters
         self.lossy = False  # events of the open window were dropped or lost
         self._stream: EventStream | None = None  # made at the first window or packet
+        self._release = release
+        self._release_min = int(release_min_bytes)
+        self._high = 0  # bytes held at most since the last release
 
     def stream(self, width: int, height: int) -> EventStream:
         """The event queue, made on first use (its size follows the events pushed)."""
@@ -75,6 +112,7 @@ class EventBuffer:
                                             triggers))
         c.buffer_bytes = stream.bytes_buffered
         c.buffer_bytes_peak = max(c.buffer_bytes_peak, stream.bytes_buffered)
+        self._high = max(self._high, stream.bytes_buffered)
 
     def cut(self, t_prev: int | None, t: int, width: int, height: int,
             first_window_ns: int) -> Decoded:
@@ -91,7 +129,15 @@ class EventBuffer:
         if not len(events):
             events = EventBatch.empty(width, height)
         self.counters.buffer_bytes = stream.bytes_buffered
+        self._release_after_burst(stream.bytes_buffered)
         return Decoded(events, triggers)
+
+    def _release_after_burst(self, held: int) -> None:
+        """Hand memory back once a burst (a high-water mark) has drained."""
+        if self._high >= self._release_min and held <= self._high // 8:
+            self._high = held
+            self._release()
+            self.counters.buffer_releases += 1
 
     def take_lossy(self) -> bool:
         """Whether events of the window being cut were lost; clears the mark."""
@@ -103,3 +149,5 @@ class EventBuffer:
         if self._stream is not None:
             self._stream.reset()
         self.lossy = False
+        self.counters.buffer_bytes = 0
+        self._release_after_burst(0)

@@ -5,8 +5,9 @@ must be cut in one clock, the event sensor's, so every frame is mapped into it f
 how depends on the clock mode (:data:`~derain_ros.sync.config.CLOCK_MODES`):
 
 - ``sensor``: the stamp already is sensor time;
-- ``offset``: ``t = stamp - offset``, the offset host - sensor being the moving average
-  over the last ``offset_window`` packets of (``header.stamp``, first event's time);
+- ``offset``: ``t = stamp - offset``, the offset host - sensor being the moving median
+  over the last ``offset_window`` packets of (``header.stamp``, first event's time); a
+  median, so that one packet with garbage times (an hour off) cannot move it;
 - ``trigger``: the rising trigger edge nearest the offset-mapped time (within
   ``trigger_tolerance_ns``) and later than the previous frame's edge.
 
@@ -39,7 +40,8 @@ class ClockAlignment:
     @property
     def offset_ns(self) -> int | None:
         """Current host - sensor clock offset estimate (ns), None before any packet."""
-        return round(sum(self._offsets) / len(self._offsets)) if self._offsets else None
+        return round(float(np.median(np.fromiter(self._offsets, np.int64)))) if self._offsets \
+            else None
 
     def observe(self, stamp_ns: int, first_event_t: int) -> None:
         """A packet stamped ``stamp_ns`` (host) whose first event is at ``first_event_t``."""

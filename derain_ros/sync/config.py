@@ -38,6 +38,14 @@ class SyncConfig:
         trigger_channel: trigger id to use, or -1 for any.
         reorder_window: a ``seq`` behind the last by at most this is a late packet;
             further behind is a stream restart.
+        resync_frames: after a clock reset, this many frames in a row that disagree with
+            the new time line (dropped as ``frames_stale``) prove the frames right: the
+            synchroniser re-founds the time line on them (``clock_resyncs``).
+        resync_events_ns: the same for event packets: dropped ``packets_stale`` covering
+            this much of their own sensor time re-found the time line on the events.
+        silence_grace_ns: while the event topic is silent a frame still waits this long
+            for a packet before it passes frames-only (the first packet after a silence
+            often arrives just after its frame).
     """
 
     clock_mode: str = "sensor"
@@ -51,6 +59,9 @@ class SyncConfig:
     trigger_tolerance_ns: int = 25_000_000
     trigger_channel: int = -1
     reorder_window: int = 1000
+    resync_frames: int = 3
+    resync_events_ns: int = 100_000_000
+    silence_grace_ns: int = 20_000_000
 
     def __post_init__(self) -> None:
         problems = []
@@ -58,8 +69,11 @@ class SyncConfig:
             problems.append(f"clock_mode must be one of {CLOCK_MODES}, got {self.clock_mode!r}")
         for name in ("max_buffer_bytes", "event_timeout_ns", "silence_timeout_ns",
                      "max_pending_frames", "reset_threshold_ns", "first_window_ns",
-                     "offset_window", "trigger_tolerance_ns", "reorder_window"):
+                     "offset_window", "trigger_tolerance_ns", "reorder_window",
+                     "resync_frames", "resync_events_ns"):
             if int(getattr(self, name)) <= 0:
                 problems.append(f"{name} must be > 0, got {getattr(self, name)}")
+        if int(self.silence_grace_ns) < 0:
+            problems.append(f"silence_grace_ns must be >= 0, got {self.silence_grace_ns}")
         if problems:
             raise SyncError("invalid synchroniser settings: " + "; ".join(problems))

@@ -12,6 +12,11 @@ cutting that acts on the decisions:
 - :class:`Timeline`: event and frame times: duplicate and out-of-order frames are
   dropped; time jumping backwards by more than ``reset_threshold_ns`` is a clock reset,
   after which the other side's stragglers of the old time line are dropped as stale.
+  Stale drops are bounded (``docs/recovery.md``): the other side is compared with the
+  *moving* new time line (the newest input of the side that reset), and when it keeps
+  disagreeing (``resync_frames`` frames, or stale packets covering ``resync_events_ns``)
+  it was the reset that was wrong (one garbage packet or frame): the time line is
+  re-founded on the other side (a resync, counted in ``clock_resyncs``).
 """
 
 from __future__ import annotations
@@ -54,14 +59,25 @@ class SyncCounters:
     windows_events_incomplete: int = 0
     windows_time_estimated: int = 0
     clock_resets: int = 0
+    clock_resyncs: int = 0
     format_changes: int = 0
     buffer_bytes: int = 0
     buffer_bytes_peak: int = 0
+    buffer_releases: int = 0
     offset_ns: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The counters as a plain dict (diagnostics, JSON)."""
         return dataclasses.asdict(self)
+
+    @property
+    def frames_dropped(self) -> int:
+        """Frames taken in but never cut into a window (every kind of drop).
+
+        The identity ``frames_in == windows_out + frames_dropped + pending`` holds at
+        every moment (``pending``: frames waiting for their events).
+        """
+        return self.frames_duplicate + self.frames_out_of_order + self.frames_stale
 
 
 class Verdict(enum.Enum):
@@ -71,6 +87,7 @@ class Verdict(enum.Enum):
     DROP = "drop"  # drop it (counted already)
     RESET = "reset"  # time jumped backwards: reset, then take it
     NEW_TIMELINE = "new_timeline"  # first of the new time line after a reset: take it
+    RESYNC = "resync"  # the other side's reset was wrong: re-found the time line, take it
 
 
 class PacketOrder:
@@ -141,7 +158,14 @@ class PacketOrder:
 
 
 class Timeline:
-    """Checks event and frame times against the time line; recognises clock resets."""
+    """Checks event and frame times against the time line; recognises clock resets.
+
+    After a reset by one side, the other side's inputs far *ahead* of the new time line
+    (its start, or the newest input of the side that reset, whichever is later) are
+    stragglers of the old one and dropped as stale. The drops are bounded: a run of
+    ``resync_frames`` stale frames, or of stale packets covering ``resync_events_ns`` of
+    sensor time, returns :attr:`Verdict.RESYNC` (the reset was the outlier).
+    """
 
     def __init__(self, config: SyncConfig, counters: SyncCounters) -> None:
         self.config = config
@@ -151,29 +175,46 @@ class Timeline:
         # time line are recognised by being far from the new time line's start.
         self.expect_events_near: int | None = None
         self.expect_frames_near: int | None = None
+        self._stale_frames = 0  # frames dropped as stale in a row
+        self._stale_events_from: int | None = None  # first time of a run of stale packets
+        self._stale_events_last: int | None = None
 
     def check_packet(self, first_t: int, last_t: int, newest: int | None) -> Verdict:
         """A packet with events (or triggers) from ``first_t`` to ``last_t`` (ns);
         ``newest``: the newest event time buffered. Stale packets are counted."""
         thr = self.config.reset_threshold_ns
         if self.expect_events_near is not None:
-            if last_t > self.expect_events_near + thr:  # a straggler of the old time line
+            line = max(self.expect_events_near, self.last_frame_input or self.expect_events_near)
+            if last_t > line + thr:  # a straggler of the old time line
+                start, prev = self._stale_events_from, self._stale_events_last
+                if start is None or prev is None or first_t < prev - thr:
+                    start = first_t  # a new run (or one that jumped back)
+                self._stale_events_from, self._stale_events_last = start, last_t
+                if last_t - start >= self.config.resync_events_ns:
+                    return Verdict.RESYNC  # taken, so not counted as stale
                 self.counters.packets_stale += 1
                 return Verdict.DROP
-            self.expect_events_near = None
+            self._end_expectations()
         elif newest is not None and first_t < newest - thr:
             return Verdict.RESET
         return Verdict.OK
 
-    def check_frame(self, t: int) -> Verdict:
-        """A new frame's (approximate) time ``t`` (ns); drops are counted."""
+    def check_frame(self, t: int, newest_event: int | None = None) -> Verdict:
+        """A new frame's (approximate) time ``t`` (ns); drops are counted.
+
+        ``newest_event``: the newest event time buffered (the events' moving time line).
+        """
         c = self.counters
         thr = self.config.reset_threshold_ns
         if self.expect_frames_near is not None:
-            if t > self.expect_frames_near + thr:
+            line = max(self.expect_frames_near, newest_event or self.expect_frames_near)
+            if t > line + thr:
+                self._stale_frames += 1
+                if self._stale_frames >= self.config.resync_frames:
+                    return Verdict.RESYNC  # taken, so not counted as stale
                 c.frames_stale += 1
                 return Verdict.DROP
-            self.expect_frames_near = None
+            self._end_expectations()
             self.last_frame_input = None
             return Verdict.NEW_TIMELINE
         last = self.last_frame_input
@@ -188,20 +229,33 @@ class Timeline:
         return Verdict.RESET
 
     def on_reset(self, side: str, t_new: int) -> None:
-        """Time jumped backwards on ``side`` ("events" or "frames") to ``t_new`` (ns).
+        """Time jumped backwards on ``side`` ("events" or "frames") to ``t_new`` (ns), or
+        the time line was re-founded on ``side`` (a resync).
 
         Only in ``sensor`` mode do both sides share one clock, so only there can the
         other side's old time line be told apart by its times.
         """
         self.last_frame_input = None
+        self._end_expectations()
         near = t_new if self.config.clock_mode == "sensor" else None
         if side == "events":
-            self.expect_frames_near, self.expect_events_near = near, None
+            self.expect_frames_near = near
         else:
-            self.expect_events_near, self.expect_frames_near = near, None
+            self.expect_events_near = near
+
+    def _end_expectations(self) -> None:
+        self.expect_events_near = None
+        self.expect_frames_near = None
+        self._stale_frames = 0
+        self._stale_events_from = None
+        self._stale_events_last = None
+
+    @property
+    def resyncing(self) -> bool:
+        """True while one side's inputs are being dropped as stale after a reset."""
+        return self.expect_events_near is not None or self.expect_frames_near is not None
 
     def reset(self) -> None:
         """Forget the time line."""
         self.last_frame_input = None
-        self.expect_events_near = None
-        self.expect_frames_near = None
+        self._end_expectations()

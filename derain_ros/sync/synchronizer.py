@@ -8,9 +8,15 @@ their window can be cut:
 
 - when an event later than the frame's time has arrived (all earlier events are in,
   packets being in order), or
-- on a timeout: ``event_timeout_ns`` after the frame arrived (``events_incomplete``), at
-  once while the event topic is silent (``events_missing``: the frames-only fallback), or
-  when more than ``max_pending_frames`` wait.
+- on a timeout: ``event_timeout_ns`` after the frame arrived (``events_incomplete``),
+  ``silence_grace_ns`` after it arrived while the event topic is silent
+  (``events_missing``: the frames-only fallback; the grace lets the first packet after a
+  silence, which often arrives just after its frame, still land in its window), or when
+  more than ``max_pending_frames`` wait.
+
+Clock discontinuities (``docs/recovery.md``): time jumping backwards on either side is a
+clock reset; the time line is re-founded on the other side (a resync) when the reset
+proves to be the outlier. Both are counted and logged once each.
 """
 
 from __future__ import annotations
@@ -74,6 +80,11 @@ class FrameEventSynchronizer:
         return len(self._pending)
 
     @property
+    def resyncing(self) -> bool:
+        """True while one side's inputs are dropped as stale after a clock reset."""
+        return self._timeline.resyncing
+
+    @property
     def events_silent(self) -> bool:
         """True while no packet arrived for ``silence_timeout_ns`` (or none ever)."""
         return self._order.silent()
@@ -89,8 +100,9 @@ class FrameEventSynchronizer:
         c.packets_in += 1
         if self._order.is_repeat(seq, stamp_ns):
             return self._drain()
+        out: list[FrameWindow] = []
         try:
-            decoder = self._decoder_for(encoding, int(width), int(height))
+            decoder = self._decoder_for(encoding, int(width), int(height), out)
             if self._order.restarted(seq):
                 decoder.reset()  # not late, so the sequence restarted: a new stream
             back = decoder.stats.backwards
@@ -98,9 +110,9 @@ class FrameEventSynchronizer:
         except EventError as err:
             c.packets_malformed += 1
             _log.warning("dropped a malformed event packet (seq %s): %s", seq, err)
-            return self._drain()
+            return out + self._drain()
         self._commit(seq, stamp_ns)
-        return self._accept(decoded, stamp_ns, ordered=decoder.stats.backwards == back)
+        return out + self._accept(decoded, stamp_ns, ordered=decoder.stats.backwards == back)
 
     def add_decoded(self, events: EventBatch, stamp_ns: int,
                     triggers: TriggerBatch | None = None,
@@ -111,14 +123,15 @@ class FrameEventSynchronizer:
         if self._order.is_repeat(seq, stamp_ns):
             return self._drain()
         size = (events.width, events.height)
+        out: list[FrameWindow] = []
         if self._sensor_size is not None and self._sensor_size != size:
-            self._format_change(f"sensor size {self._sensor_size} -> {size}")
+            self._format_change(f"sensor size {self._sensor_size} -> {size}", out)
         self._sensor_size = size
         if len(events) > 1 and np.any(events.t[1:] < events.t[:-1]):
             events = events[np.argsort(events.t, kind="stable")]
         self._commit(seq, stamp_ns)
-        return self._accept(Decoded(events, triggers or TriggerBatch.empty()), stamp_ns,
-                            ordered=True)
+        return out + self._accept(Decoded(events, triggers or TriggerBatch.empty()), stamp_ns,
+                                  ordered=True)
 
     def add_frame(self, image: np.ndarray | FrameImage, encoding: str | None, stamp_ns: int,
                   frame_id: str = "", sensor_time_ns: int | None = None) -> list[FrameWindow]:
@@ -169,7 +182,8 @@ class FrameEventSynchronizer:
         if self._order.commit(seq, stamp_ns):
             self._buffer.lossy = True
 
-    def _decoder_for(self, encoding: str, width: int, height: int) -> Any:
+    def _decoder_for(self, encoding: str, width: int, height: int,
+                     out: list[FrameWindow]) -> Any:
         fmt = (str(encoding), width, height)
         # the sensor size may also have come from add_decoded (an EventArray topic)
         changed = (self._format is not None and fmt != self._format) or (
@@ -178,15 +192,16 @@ class FrameEventSynchronizer:
             decoder = make_decoder(fmt[0], width, height)  # raises for unknown encodings
             if changed:
                 self._format_change(f"event format {self._format}, sensor size "
-                                    f"{self._sensor_size} -> {fmt}")
+                                    f"{self._sensor_size} -> {fmt}", out)
             self._decoder, self._format = decoder, fmt
             self._sensor_size = (width, height)
         return self._decoder
 
-    def _format_change(self, what: str) -> None:
+    def _format_change(self, what: str, out: list[FrameWindow]) -> None:
+        """The event format changed: the waiting frames go out (events incomplete)."""
         self.counters.format_changes += 1
         _log.warning("event stream changed (%s): resetting the synchroniser", what)
-        self._flush_pending_into([], incomplete=True)
+        self._flush_pending_into(out, incomplete=True)
         self._buffer.clear()
 
     def _accept(self, decoded: Decoded, stamp_ns: int, *, ordered: bool) -> list[FrameWindow]:
@@ -202,6 +217,8 @@ class FrameEventSynchronizer:
             return self._drain()
         if verdict is Verdict.RESET:
             self._clock_reset("events", first_t, out)
+        elif verdict is Verdict.RESYNC:
+            self._clock_reset("events", first_t, out, resync=True)
         if len(events):
             self._clock.observe(stamp_ns, first_t)
             self.counters.offset_ns = self.offset_ns
@@ -213,19 +230,30 @@ class FrameEventSynchronizer:
 
     def _frame_time_ok(self, t: int, out: list[FrameWindow]) -> bool:
         """Check a new frame's (approximate) time; handles resets; False drops it."""
-        verdict = self._timeline.check_frame(t)
+        verdict = self._timeline.check_frame(t, self._buffer.newest_t_ns)
         if verdict is Verdict.DROP:
             return False
         if verdict is Verdict.NEW_TIMELINE:
             self._prev_frame_t = None
         elif verdict is Verdict.RESET:
             self._clock_reset("frames", t, out)
+        elif verdict is Verdict.RESYNC:
+            self._clock_reset("frames", t, out, resync=True)
         return True
 
-    def _clock_reset(self, side: str, t_new: int, out: list[FrameWindow]) -> None:
-        """Time jumped backwards on ``side``: flush the old time line, start anew."""
-        self.counters.clock_resets += 1
-        _log.warning("time jumped backwards on the %s side (to %d ns): resetting", side, t_new)
+    def _clock_reset(self, side: str, t_new: int, out: list[FrameWindow],
+                     resync: bool = False) -> None:
+        """Time jumped backwards on ``side`` (or, ``resync``, the other side's reset was
+        wrong and ``side`` keeps its time line): flush the old time line, start anew."""
+        if resync:
+            self.counters.clock_resyncs += 1
+            other = "frames" if side == "events" else "events"
+            _log.warning("the %s disagree with the time line the %s reset to: re-founding "
+                         "it on the %s (at %d ns)", side, other, side, t_new)
+        else:
+            self.counters.clock_resets += 1
+            _log.warning("time jumped backwards on the %s side (to %d ns): resetting",
+                         side, t_new)
         self._flush_pending_into(out, incomplete=True)
         self._buffer.clear()
         self._clock.reset()
@@ -251,7 +279,8 @@ class FrameEventSynchronizer:
             wm = self._buffer.newest_t_ns
             if wm is not None and wm > frame.t_ns:
                 self._emit(out, incomplete=False)
-            elif silent or force or now - frame.arrival_ns >= cfg.event_timeout_ns:
+            elif force or now - frame.arrival_ns >= min(
+                    cfg.event_timeout_ns, cfg.silence_grace_ns if silent else cfg.event_timeout_ns):
                 self._emit(out, incomplete=True)
             elif len(self._pending) > cfg.max_pending_frames:
                 self.counters.frames_queue_full += 1
