@@ -35,17 +35,19 @@ Preparation happens per window, then clips are assembled from prepared windows:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from derain_ros.events.voxel import Normalize, voxel_grid
 from derain_ros.model.contract import InputContract, InputContractError
-from derain_ros.records import EventBatch
-from derain_ros.sync import FrameWindow
+
+if TYPE_CHECKING:  # the voxel kernels (numba) load when a grid is first made
+    from derain_ros.events.voxel import Normalize
+    from derain_ros.records import EventBatch
+    from derain_ros.sync import FrameWindow
 
 __all__ = ["CLIP_TARGET", "InputBuilder", "build_clip", "mirror_voxel"]
 
@@ -150,6 +152,8 @@ class InputBuilder:
         if events is None or not len(events):
             return np.zeros((c.event_bins, height, width), np.float32)
         # (the contract checked voxel_normalize against VOXEL_NORMALIZATIONS)
+        from derain_ros.events.voxel import voxel_grid
+
         grid = voxel_grid(events, t0_ns, t1_ns, c.event_bins,
                           normalize=cast("Normalize", c.voxel_normalize))
         if tuple(grid.shape[-2:]) != (height, width):
