@@ -39,9 +39,10 @@ bench: setup
 quality: setup
 	@$(PY) bench/quality.py
 
-## Re-train the shipped default weights (long: about half an hour on 2 CPU cores).
+## Re-train the shipped weights across rain families, and the leave-one-family-out set
+## (long: hours on 2 CPU cores; minutes on a GPU with bench/gpu_session.sh).
 train-default: setup
-	@$(PY) bench/train_default.py
+	@$(PY) bench/train_families.py --device auto --seconds 3000 --init-shipped --install
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache .mypy_cache
