@@ -44,9 +44,14 @@ os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 DOMAIN_OFFSET = int(os.environ.get("DERAIN_TEST_DOMAIN_OFFSET", "0"))
 
 
+#: DDS domain ids run 0-232 (Fast DDS derives ports from them).
+MAX_DOMAIN_ID = 232
+
+
 def domain(domain_id: int) -> int:
-    """The DDS domain a suite's ``domain_id`` maps to here (see :data:`DOMAIN_OFFSET`)."""
-    return domain_id + DOMAIN_OFFSET
+    """The DDS domain a suite's ``domain_id`` maps to here (see :data:`DOMAIN_OFFSET`),
+    wrapped into the valid range 0-232."""
+    return (domain_id + DOMAIN_OFFSET) % (MAX_DOMAIN_ID + 1)
 
 
 def ros_env(domain_id: int) -> dict[str, str]:
