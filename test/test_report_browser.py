@@ -17,9 +17,9 @@ import threading
 from pathlib import Path
 
 import pytest
+from test_eval_bag import _write_bag
 
 from derain_ros.eval.evaluate import evaluate_bag
-from test_eval_bag import _write_bag
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -53,7 +53,7 @@ def served_report(tmp_path):
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib name
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -61,7 +61,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 def test_report_plays_in_a_real_browser(served_report, tmp_path):
     exe = _chromium()
     sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="Python playwright is not installed (requirements/python.txt)")
+        "playwright.sync_api",
+        reason="Python playwright is not installed (requirements/python.txt)")
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(exe), headless=True,
