@@ -174,6 +174,9 @@ def _plots(result: EvalResult, folder: Path) -> list[Path]:
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: ``n/a`` for unknown (None or NaN)."""
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else ("inf" if math.isinf(value) else
                                                f"{value:.{digits}f}")
