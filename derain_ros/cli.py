@@ -9,11 +9,13 @@ those modules, importing a module when its command is used so that, for example,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
 
 from derain_ros.errors import DerainError
+from derain_ros.exits import EXIT_FAILURE, EXIT_USAGE, interrupted, sigterm_as_interrupt
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -41,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage / error and exits
-        return 2
+        return EXIT_USAGE
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     try:
@@ -50,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.name and module_name.startswith(err.name):
             print(f"derain-ros {name}: not implemented in this version ({module_name} is missing)",
                   file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         raise
     parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text)
     module.add_arguments(parser)
@@ -62,11 +64,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest, ros_tail = rest[:cut], rest[cut:]
     args = parser.parse_args(rest)
     args.ros_args = [*(getattr(args, "ros_args", None) or []), *ros_tail]
+    # The node (`run`) leaves signals to rclpy; every other command stops on SIGTERM as
+    # on Ctrl-C, through its finally blocks (the demo stops its node).
+    guard = sigterm_as_interrupt() if name != "run" else contextlib.nullcontext()
     try:
-        return int(module.run(args) or 0)
+        with guard:
+            return int(module.run(args) or 0)
     except DerainError as err:
         print(f"derain-ros {name}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except KeyboardInterrupt as err:
+        return interrupted(f"derain-ros {name}", err)
 
 
 if __name__ == "__main__":

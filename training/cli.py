@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from derain_ros.errors import DerainError
+from derain_ros.exits import EXIT_FAILURE, interrupted, sigterm_as_interrupt
 
 __all__ = ["build_export_parser", "build_train_parser", "main", "run_export", "run_train"]
 
@@ -107,14 +108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if argv and argv[0] == "export":
-            return run_export(build_export_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return run_train(build_train_parser().parse_args(argv))
+        with sigterm_as_interrupt():
+            if argv and argv[0] == "export":
+                return run_export(build_export_parser().parse_args(argv[1:]))
+            if argv and argv[0] == "train":
+                argv = argv[1:]
+            return run_train(build_train_parser().parse_args(argv))
     except DerainError as err:
         print(f"derain-train: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except KeyboardInterrupt as err:
+        code = interrupted("derain-train", err)
+        print("derain-train: checkpoints are written atomically: continue from the newest "
+              "with --resume (same --out)", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -33,8 +33,10 @@ import numpy as np
 if TYPE_CHECKING:
     from derain_ros.eval.evaluate import EvalResult
 
-__all__ = ["ReportPaths", "side_by_side", "write_report", "write_video"]
+__all__ = ["INCOMPLETE", "ReportPaths", "side_by_side", "write_report", "write_video"]
 
+#: marker file in a report folder whose writing did not finish
+INCOMPLETE = "INCOMPLETE.txt"
 _SAMPLES = 3
 _LABEL_H = 18  # px of label strip above each panel
 
@@ -118,6 +120,11 @@ def write_video(path: str | Path, rainy: list[np.ndarray],
             stdin.write(np.ascontiguousarray(frame).tobytes())
     except BrokenPipeError:
         pass  # ffmpeg stopped early: its exit status and message below say why
+    except BaseException:  # interrupted (Ctrl-C) or failed: no half-written video
+        proc.kill()
+        proc.wait()
+        path.unlink(missing_ok=True)
+        raise
     finally:
         with contextlib.suppress(BrokenPipeError):
             stdin.close()
@@ -283,9 +290,27 @@ def _html(blocks: list[tuple[Any, ...]]) -> str:
 
 
 def write_report(result: EvalResult, folder: str | Path, *, video: bool = True) -> ReportPaths:
-    """Write the report of ``result`` into ``folder`` (created); returns what was written."""
+    """Write the report of ``result`` into ``folder`` (created); returns what was written.
+
+    While it writes, and if it is interrupted, the folder holds :data:`INCOMPLETE`
+    (``report.md``/``report.html`` are only there when the report is complete).
+    """
     folder = Path(folder)
     (folder / "frames").mkdir(parents=True, exist_ok=True)
+    marker = folder / INCOMPLETE
+    marker.write_text("This report is being written, or its writing was interrupted: "
+                      "run `derain-ros eval ... --report` again.\n")
+    try:
+        paths = _write_report(result, folder, video)
+    except BaseException:
+        (folder / "report.md").unlink(missing_ok=True)
+        (folder / "report.html").unlink(missing_ok=True)
+        raise
+    marker.unlink()
+    return paths
+
+
+def _write_report(result: EvalResult, folder: Path, video: bool = True) -> ReportPaths:
     paths = ReportPaths(folder, folder / "report.md", folder / "report.html")
     clip = result.clip
     n = len(clip.rainy)
