@@ -1,4 +1,4 @@
-"""The ``derain-ros`` command: one entry point, one sub-command per tool.
+"""The derain-ros command: one entry point, one sub-command per tool.
 
 Each sub-command lives next to the code it drives and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. This file only maps names to
@@ -15,7 +15,14 @@ import sys
 from collections.abc import Sequence
 
 from derain_ros.errors import DerainError
-from derain_ros.exits import EXIT_FAILURE, EXIT_USAGE, interrupted, sigterm_as_interrupt
+from derain_ros.exits import (
+    EPILOG,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    interrupted,
+    sigterm_as_interrupt,
+    version_text,
+)
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -31,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; sub-command arguments are added on demand."""
-    parser = argparse.ArgumentParser(prog="derain-ros", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="derain-ros", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text("derain-ros"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -54,8 +64,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         raise
-    parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    parser.add_argument("--version", action="version", version=version_text("derain-ros"))
     # Everything from --ros-args on belongs to rclpy (remappings, -p name:=value), as
     # with `ros2 run`; argparse must not see it.
     ros_tail: list[str] = []

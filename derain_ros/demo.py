@@ -134,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     except RosEnvironmentError as err:
         print(f"derain-ros demo: {err}", file=sys.stderr)
         return 2
+    from derain_ros.device import require_device
+
+    require_device(args.device)  # fail before synthesising anything
     profile = _find_config("fastdds_localhost.xml")
     if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") and profile is not None:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)

@@ -25,9 +25,11 @@ import sys
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Terminated",
-           "interrupted", "sigterm_as_interrupt"]
+__all__ = ["EPILOG", "EXIT_FAILURE", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_USAGE", "Terminated",
+           "interrupted", "sigterm_as_interrupt", "version_text"]
 
+#: The convention in one line, at the end of every --help.
+EPILOG = "exit codes: 0 ok, 1 failure, 2 usage error, 130 interrupted (Ctrl-C; 143 SIGTERM)"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -65,3 +67,14 @@ def interrupted(prog: str, err: KeyboardInterrupt) -> int:
     print(f"\n{prog}: interrupted ({name}); incomplete outputs were removed or marked "
           f"INCOMPLETE", file=sys.stderr, flush=True)
     return 128 + int(signum)
+
+
+def version_text(prog: str) -> str:
+    """``PROG VERSION`` for ``--version`` (the installed distribution's version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        number = version("derain_ros")
+    except PackageNotFoundError:
+        number = "unknown (not installed)"
+    return f"{prog} {number}"

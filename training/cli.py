@@ -1,4 +1,4 @@
-"""``derain-train``: train from rosbags, or export a trained network to ONNX.
+"""derain-train: train from rosbags, or export a trained network to ONNX.
 
 ::
 
@@ -20,15 +20,26 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from derain_ros.cli import EPILOG
 from derain_ros.errors import DerainError
-from derain_ros.exits import EXIT_FAILURE, interrupted, sigterm_as_interrupt
+from derain_ros.exits import EXIT_FAILURE, interrupted, sigterm_as_interrupt, version_text
 
-__all__ = ["build_export_parser", "build_train_parser", "main", "run_export", "run_train"]
+#: sub-commands besides training (the default, also "derain-train train ...")
+COMMANDS = {"export": "export a trained network to ONNX (see derain-train export --help)"}
+
+__all__ = ["COMMANDS", "build_export_parser", "build_train_parser", "main", "run_export",
+           "run_train"]
 
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Arguments of a training run."""
-    p = argparse.ArgumentParser(prog="derain-train", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="derain-train", description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other commands:\n"
+               + "".join(f"  derain-train {name:8s} {text}\n" for name, text in COMMANDS.items())
+               + "\n" + EPILOG)
+    p.add_argument("--version", action="version", version=version_text("derain-train"))
     p.add_argument("--config", type=Path, default=None,
                    help="training YAML (default: every built-in default; see config/train.yaml)")
     p.add_argument("--bags", nargs="+", required=True, type=Path, help="training bags")
@@ -54,8 +65,9 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def build_export_parser() -> argparse.ArgumentParser:
     """Arguments of ``derain-train export``."""
-    p = argparse.ArgumentParser(prog="derain-train export",
-                                description="export a trained network to ONNX")
+    p = argparse.ArgumentParser(prog="derain-train export", description=COMMANDS["export"],
+                                epilog=EPILOG)
+    p.add_argument("--version", action="version", version=version_text("derain-train"))
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="a derain_ros.model checkpoint (NAME.safetensors + NAME.json)")
     p.add_argument("--onnx", type=Path, default=None,

@@ -417,7 +417,7 @@ def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool,
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``derain-ros eval``."""
-    parser.add_argument("bag", type=Path, help="the bag written by `derain-ros replay`")
+    parser.add_argument("bag", type=Path, help="the bag written by derain-ros replay")
     parser.add_argument("--input-bag", type=Path, default=None,
                         help="rainy frames + ground truth, when BAG holds only the outputs")
     parser.add_argument("--report", type=Path, default=None,
