@@ -45,6 +45,7 @@ from derain_ros.errors import BagError
 __all__ = [
     "INTERFACE_TYPES",
     "QOS_PROFILES",
+    "TRUNCATED_HINT",
     "BagCorruptError",
     "BagExistsError",
     "BagMessage",
@@ -165,6 +166,13 @@ class BagMessage:
         return self._msg
 
 
+#: How to repair a recording that was cut off (in the errors of :class:`BagReader`).
+TRUNCATED_HINT = ("Repair it, then read the repaired copy: `ros2 bag reindex BAG_FOLDER` "
+                  "rebuilds metadata.yaml from the storage files; an mcap file cut in the "
+                  "middle (no summary, no end magic) needs `mcap recover IN.mcap -o OUT.mcap` "
+                  "(the mcap CLI) first, then `ros2 bag reindex`")
+
+
 class BagReader:
     """Context manager reading a rosbag2 bag (sqlite3 or mcap; folder or single file).
 
@@ -193,6 +201,13 @@ class BagReader:
         if not self.path.exists():
             raise BagNotFoundError(f"no bag at {self.path}")
         if self.path.is_dir() and not (self.path / "metadata.yaml").is_file():
+            stored = sorted(p.name for p in self.path.iterdir()
+                            if p.suffix in _STORAGE_BY_SUFFIX)
+            if stored:
+                raise BagCorruptError(
+                    f"{self.path} has storage files ({', '.join(stored)}) but no "
+                    f"metadata.yaml: the recording was probably cut off before rosbag2 "
+                    f"wrote it. {TRUNCATED_HINT}")
             raise BagNotFoundError(f"{self.path} has no metadata.yaml: not a rosbag2 bag")
         try:
             source = self._patched_dir() if self.path.is_dir() else self.path
@@ -203,7 +218,8 @@ class BagReader:
             raise
         except Exception as err:
             self.close()
-            raise BagCorruptError(f"cannot open bag {self.path}: {err}") from err
+            raise BagCorruptError(f"cannot open bag {self.path}: {err}. If the recording was "
+                                  f"cut off (a crash, a full disk), {TRUNCATED_HINT}") from err
         self._reader = reader
 
     def _patched_dir(self) -> Path:
@@ -289,7 +305,8 @@ class BagReader:
         except BagError:
             raise
         except Exception as err:
-            raise BagCorruptError(f"bag {self.path} is corrupt or truncated: {err}") from err
+            raise BagCorruptError(f"bag {self.path} is corrupt or truncated: {err}. "
+                                  f"{TRUNCATED_HINT}") from err
 
 
 class BagWriter:

@@ -1,4 +1,4 @@
-"""The ``derain-ros`` command: one entry point, one sub-command per tool.
+"""The derain-ros command: one entry point, one sub-command per tool.
 
 Each sub-command lives next to the code it drives and exposes
 ``add_arguments(parser)`` and ``run(args) -> int``. This file only maps names to
@@ -9,11 +9,20 @@ those modules, importing a module when its command is used so that, for example,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 from collections.abc import Sequence
 
 from derain_ros.errors import DerainError
+from derain_ros.exits import (
+    EPILOG,
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    interrupted,
+    sigterm_as_interrupt,
+    version_text,
+)
 
 #: command name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -29,7 +38,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser; sub-command arguments are added on demand."""
-    parser = argparse.ArgumentParser(prog="derain-ros", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="derain-ros", description=__doc__.splitlines()[0],
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=version_text("derain-ros"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, help_text) in COMMANDS.items():
         sub.add_parser(name, help=help_text, add_help=False)
@@ -41,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         build_parser().parse_args(argv)  # prints usage / error and exits
-        return 2
+        return EXIT_USAGE
     name, rest = argv[0], argv[1:]
     module_name, help_text = COMMANDS[name]
     try:
@@ -50,10 +62,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if err.name and module_name.startswith(err.name):
             print(f"derain-ros {name}: not implemented in this version ({module_name} is missing)",
                   file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         raise
-    parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"derain-ros {name}", description=help_text,
+                                     epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    parser.add_argument("--version", action="version", version=version_text("derain-ros"))
     # Everything from --ros-args on belongs to rclpy (remappings, -p name:=value), as
     # with `ros2 run`; argparse must not see it.
     ros_tail: list[str] = []
@@ -62,11 +77,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         rest, ros_tail = rest[:cut], rest[cut:]
     args = parser.parse_args(rest)
     args.ros_args = [*(getattr(args, "ros_args", None) or []), *ros_tail]
+    # The node (`run`) leaves signals to rclpy; every other command stops on SIGTERM as
+    # on Ctrl-C, through its finally blocks (the demo stops its node).
+    guard = sigterm_as_interrupt() if name != "run" else contextlib.nullcontext()
     try:
-        return int(module.run(args) or 0)
+        with guard:
+            return int(module.run(args) or 0)
     except DerainError as err:
         print(f"derain-ros {name}: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except KeyboardInterrupt as err:
+        return interrupted(f"derain-ros {name}", err)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@
 4. evaluate: PSNR/SSIM against the ground truth, baselines, latency, the report and the
    rainy | derained video under ``out/demo/``.
 
-The node subprocess is always stopped (SIGINT, then SIGTERM/SIGKILL) whatever happens.
+The node subprocess is always stopped (SIGINT, then SIGTERM/SIGKILL) whatever happens,
+Ctrl-C and SIGTERM on the demo included (exit 130 / 143, no traceback; bags appear only
+when complete, an interrupted report is marked ``INCOMPLETE.txt``).
 ROS only starts with ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (``make demo`` sets it
 and the loopback Fast DDS profile).
 """
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -84,15 +87,37 @@ def _start_node(args: argparse.Namespace, log: IO[bytes], random_weights: bool,
 
 
 def _stop_node(proc: subprocess.Popen[bytes]) -> None:
-    """SIGINT (clean shutdown), then SIGTERM, then SIGKILL: never leave it running."""
+    """SIGINT (clean shutdown), then SIGTERM, then SIGKILL: never leave it running.
+
+    A second Ctrl-C or SIGTERM while it stops the node is held back until the node is gone
+    (at most 20 s), so impatience cannot orphan the node (it runs in its own session, so
+    signals sent to the demo's terminal do not reach it).
+    """
     if proc.poll() is not None:
         return
-    for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(sig)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=wait_s)
-            return
+    with _signals_deferred():
+        for sig, wait_s in ((signal.SIGINT, 10.0), (signal.SIGTERM, 5.0),
+                            (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=wait_s)
+                return
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread for the block; pending ones fire after."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    try:
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    except (AttributeError, OSError, ValueError):  # no pthread_sigmask here
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -109,6 +134,9 @@ def run(args: argparse.Namespace) -> int:
     except RosEnvironmentError as err:
         print(f"derain-ros demo: {err}", file=sys.stderr)
         return 2
+    from derain_ros.device import require_device
+
+    require_device(args.device)  # fail before synthesising anything
     profile = _find_config("fastdds_localhost.xml")
     if not os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") and profile is not None:
         os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
@@ -162,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
 
     m, lat = result.means, replay.latency_ms
     html_path = report_dir / "report.html"
-    video = report_dir / "rainy_vs_derained.mp4"
+    video = report_dir / "rainy_vs_derained.mp4"  # H.264: plays in a browser
     print(f"\n== derain_ros demo done in {time.monotonic() - t0:.0f} s")
     print(f"report : {html_path} (and report.md)")
     print(f"video  : {video} (rainy | derained)")

@@ -26,14 +26,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from derain_ros.errors import CheckpointError, ConfigError, ModelError
 from derain_ros.events import warm_up as warm_events
-from derain_ros.events.voxel import count_image
+from derain_ros.events.render import render_events
 from derain_ros.model import (
     ARRANGEMENTS,
     CheckpointNotFoundError,
@@ -105,7 +104,7 @@ class EngineResult:
             in ``centre`` arrangement the previous one).
         derained: float32 H x W x C in [0, 1] (C = 3 RGB, or 1).
         rain: the rain layer, float32 H x W x C clamped to [0, 1], or None.
-        events_image: H x W x 3 float32 in [0, 1] (ON blue, OFF red), or None.
+        events_image: H x W x 3 float32 in [0, 1] (ON blue, OFF red, on black), or None.
         frames_only: True when no events went in (missing, or a frames-only network).
         timings_ms: ``prepare`` (frame and voxel grid), ``infer``, ``total`` in milliseconds.
         model: name of the network that produced it.
@@ -131,15 +130,9 @@ class _Step:
 
 
 def events_image(events: EventBatch, height: int, width: int) -> np.ndarray:
-    """Count image as a picture: ON events blue, OFF events red, saturating (H x W x 3)."""
-    grid = count_image(events)  # [2, H, W]: OFF, ON
-    counts = grid.numpy() if isinstance(grid, Tensor) else np.asarray(grid)
-    img: np.ndarray = np.zeros((events.height, events.width, 3), np.float32)
-    img[..., 0] = 1.0 - np.exp(-counts[0].astype(np.float32) / 2.0)
-    img[..., 2] = 1.0 - np.exp(-counts[1].astype(np.float32) / 2.0)
-    if (events.height, events.width) != (height, width):
-        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_NEAREST)
-    return img
+    """The window's events as a picture (H x W x 3 float32): ON blue, OFF red, on black;
+    the project's one renderer, :func:`derain_ros.events.render.render_events`."""
+    return render_events(events, height, width)
 
 
 class DerainEngine:

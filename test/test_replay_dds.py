@@ -80,6 +80,8 @@ def test_lossless_replay_through_the_node(node, small_bag, tmp_path):
                "--node-name", NODE, "--timeout", "60", "--json")
     assert res.returncode == 0, res.stdout + res.stderr
     head = json.loads(res.stdout.strip().splitlines()[-1])
+    assert head["event_packets"] > 0 and head.pop("events_delivered") == head.pop(
+        "event_packets")
     assert head == {"frames_in": FRAMES, "frames_out": FRAMES, "dropped": 0,
                     "output_bag": str(out)}
     inputs = _stamps(small_bag, IMAGE_TOPIC)

@@ -1,4 +1,4 @@
-"""``derain-train``: train from rosbags, or export a trained network to ONNX.
+"""derain-train: train from rosbags, or export a trained network to ONNX.
 
 ::
 
@@ -25,19 +25,28 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from derain_ros.cli import EPILOG
 from derain_ros.errors import DerainError
+from derain_ros.exits import EXIT_FAILURE, interrupted, sigterm_as_interrupt, version_text
 
-__all__ = ["build_adapt_parser", "build_export_parser", "build_train_parser", "main",
-           "run_adapt", "run_export", "run_train"]
+#: sub-commands besides training (the default, also "derain-train train ...")
+COMMANDS = {"export": "export a trained network to ONNX (see derain-train export --help)",
+            "adapt": "adapt weights to a recorded bag without ground truth: re-rain "
+                     "self-training with guards (see derain-train adapt --help)"}
+
+__all__ = ["COMMANDS", "build_adapt_parser", "build_export_parser", "build_train_parser",
+           "main", "run_adapt", "run_export", "run_train"]
 
 
 def build_train_parser() -> argparse.ArgumentParser:
     """Arguments of a training run."""
     p = argparse.ArgumentParser(
         prog="derain-train", description=__doc__.splitlines()[0],
-        epilog="subcommands: derain-train export --help (ONNX export); derain-train adapt "
-               "BAG --help (adapt weights to a recorded bag without ground truth: re-rain "
-               "self-training with guards)")
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="other commands:\n"
+               + "".join(f"  derain-train {name:8s} {text}\n" for name, text in COMMANDS.items())
+               + "\n" + EPILOG)
+    p.add_argument("--version", action="version", version=version_text("derain-train"))
     p.add_argument("--config", type=Path, default=None,
                    help="training YAML (default: every built-in default; see config/train.yaml)")
     p.add_argument("--bags", nargs="+", required=True, type=Path, help="training bags")
@@ -63,8 +72,9 @@ def build_train_parser() -> argparse.ArgumentParser:
 
 def build_export_parser() -> argparse.ArgumentParser:
     """Arguments of ``derain-train export``."""
-    p = argparse.ArgumentParser(prog="derain-train export",
-                                description="export a trained network to ONNX")
+    p = argparse.ArgumentParser(prog="derain-train export", description=COMMANDS["export"],
+                                epilog=EPILOG)
+    p.add_argument("--version", action="version", version=version_text("derain-train"))
     p.add_argument("--checkpoint", type=Path, required=True,
                    help="a derain_ros.model checkpoint (NAME.safetensors + NAME.json)")
     p.add_argument("--onnx", type=Path, default=None,
@@ -81,7 +91,10 @@ def build_adapt_parser() -> argparse.ArgumentParser:
         description="adapt a network to a recorded bag without ground truth: derain it, "
                     "calibrate the simulator's rain to its statistics, re-rain the derained "
                     "frames, fine-tune on those pairs; accept only if the guards pass "
-                    "(docs/adaptation.md)")
+                    "(docs/adaptation.md)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG + "\n  3   adapt: the guards refused the new weights (the old ones stay)")
+    p.add_argument("--version", action="version", version=version_text("derain-train"))
     p.add_argument("bag", type=Path, help="the recording (frames and events)")
     p.add_argument("--out", type=Path, default=None,
                    help="adapted checkpoint (default: runs/adapt/<bag>_adapted)")
@@ -162,16 +175,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        if argv and argv[0] == "export":
-            return run_export(build_export_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "adapt":
-            return run_adapt(build_adapt_parser().parse_args(argv[1:]))
-        if argv and argv[0] == "train":
-            argv = argv[1:]
-        return run_train(build_train_parser().parse_args(argv))
+        with sigterm_as_interrupt():
+            if argv and argv[0] == "export":
+                return run_export(build_export_parser().parse_args(argv[1:]))
+            if argv and argv[0] == "adapt":
+                return run_adapt(build_adapt_parser().parse_args(argv[1:]))
+            if argv and argv[0] == "train":
+                argv = argv[1:]
+            return run_train(build_train_parser().parse_args(argv))
     except DerainError as err:
         print(f"derain-train: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_FAILURE
+    except KeyboardInterrupt as err:
+        code = interrupted("derain-train", err)
+        print("derain-train: checkpoints are written atomically: continue from the newest "
+              "with --resume (same --out)", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

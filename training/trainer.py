@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from derain_ros.eval.metrics import psnr, ssim
+from derain_ros.events.render import polarity_rgb
 from derain_ros.model import CLIP_TARGET, save_checkpoint
 from derain_training.build import (
     ResumableSampler,
@@ -101,14 +102,16 @@ class TrainResult:
 
 
 def events_to_rgb(voxels: Tensor) -> Tensor:
-    """``[intervals, bins, H, W]`` voxel grids -> ``[3, H, W]`` image: red ON, blue OFF.
+    """``[intervals, bins, H, W]`` voxel grids -> ``[3, H, W]`` image: ON blue, OFF red, on
+    black (the project's one convention, :mod:`derain_ros.events.render`).
 
-    The signed sum over all bins, scaled by its 99th percentile magnitude.
+    The signed sum over all bins (positive: ON), scaled by its 99th percentile magnitude.
     """
     net = voxels.float().sum(dim=(0, 1))
     scale = torch.quantile(net.abs().flatten(), 0.99).clamp_min(1e-6)
-    v = (net / scale).clamp(-1, 1)
-    return torch.stack([v.clamp(min=0), torch.zeros_like(v), (-v).clamp(min=0)])
+    v = (net / scale).clamp(-1, 1).cpu().numpy()
+    rgb = polarity_rgb(np.maximum(v, 0.0), np.maximum(-v, 0.0), gain=0.5)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()
 
 
 class Trainer:

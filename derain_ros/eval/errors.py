@@ -11,6 +11,7 @@ from derain_ros.errors import DerainError
 
 __all__ = [
     "EvalError",
+    "EventsNotReceivedError",
     "FramesMismatchError",
     "NoFramesError",
     "NoReferenceError",
@@ -38,6 +39,11 @@ class NodeNotFoundError(ReplayError):
 
 class FramesMismatchError(ReplayError):
     """Lossless replay: frames out differ from frames in."""
+
+
+class EventsNotReceivedError(ReplayError):
+    """The bag has events, but none reached the node (an event topic or type mismatch:
+    the node would derain frames only, silently)."""
 
 
 class RosEnvironmentError(ReplayError):

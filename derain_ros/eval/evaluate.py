@@ -13,9 +13,18 @@ published evaluation of the ICCV 2023 paper uses a centre 128 x 128 crop, we do 
 - with ground truth (``/ground_truth/clean``): PSNR (dB) and SSIM of the rainy input and
   of the derained output against the clean frame (:mod:`derain_ros.eval.metrics`);
 - NIQE (:mod:`derain_ros.eval.noref`) of input and output, on every ``niqe_every``-th
-  frame (all frames when there is no ground truth); skipped for frames too small;
+  frame (all frames when there is no ground truth); skipped for frames too small. The
+  input's NIQE is computed once per frame, and every row of the table (input, each
+  baseline, the network) is averaged over the same frames (those with an output);
 - latency (ms): the output's receive time minus the input frame's publish time, both
-  log times of the replay bag; ``fps`` = outputs per second of replay wall time.
+  log times of the replay bag; ``fps`` = outputs per second of replay wall time (None,
+  shown "n/a", when the bag carries no replay timing).
+
+What NIQE can and cannot tell: it measures how far an image's local statistics are from
+those of pristine photographs. It does not know the scene, so it cannot tell rain
+removed from detail removed: a temporal median that smears every moving thing away
+(rain and scene alike) can score best. Without ground truth the report says so
+(:data:`NIQE_NOTE`), and louder when a median baseline ranks best.
 
 Baselines (:mod:`derain_ros.eval.baselines`) are scored the same way, so the report's
 table reads: rainy input, temporal medians, the network.
@@ -45,7 +54,15 @@ from derain_ros.eval.noref import brisque_available, niqe
 from derain_ros.eval.replay import REPLAY_SUMMARY, check_frames, node_topic
 from derain_ros.sync import stamp_to_ns, windows_from_bag
 
-__all__ = ["EvalResult", "FrameScore", "add_arguments", "evaluate_bag", "run"]
+__all__ = ["NIQE_NOTE", "EvalResult", "FrameScore", "add_arguments", "evaluate_bag", "run"]
+
+#: What NIQE can and cannot tell (in the report and the summary when there is no ground truth).
+NIQE_NOTE = ("NIQE (no reference) measures how natural an image's local statistics look, "
+             "not whether rain was removed or the scene kept: it cannot tell rain removed "
+             "from detail removed, so a blurry or static image (e.g. a temporal median that "
+             "erases everything that moves) can score best. Use it to compare methods on "
+             "the same frames, and judge the pictures and the video; PSNR/SSIM need ground "
+             "truth.")
 
 #: a topic name no bag has: windows_from_bag then reads no events (eval needs none)
 _NO_EVENTS = "/derain_eval/no_events"
@@ -90,7 +107,7 @@ class EvalResult:
     means: dict[str, float]
     baselines: list[dict[str, Any]]
     latency_ms: dict[str, float]
-    fps: float
+    fps: float | None
     replay: dict[str, Any]
     notes: list[str]
     diagnostics: dict[str, str] = field(default_factory=dict)
@@ -109,7 +126,7 @@ class EvalResult:
         for q in ("p50", "p99"):
             if q in self.latency_ms:
                 out[f"latency_ms_{q}"] = round(self.latency_ms[q], 2)
-        if self.fps:
+        if self.fps is not None:
             out["fps"] = round(self.fps, 2)
         out["report"] = self.report
         return out
@@ -213,7 +230,7 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
 
     latency = latency_summary(_latencies(scores, out_bag, image_topic, output_topic)
                               if source == out_bag else [])
-    fps = float(replay_info.get("fps", 0.0))
+    fps = float(replay_info["fps"]) if replay_info.get("fps") else None
     if not latency and replay_info.get("latency_ms"):
         latency = dict(replay_info["latency_ms"])
 
@@ -221,7 +238,14 @@ def evaluate_bag(out_bag: str | Path, *, input_bag: str | Path | None = None,
     means = {key: _nanmean([getattr(s, key) for s in scored])
              for key in ("psnr_input", "psnr_output", "ssim_input", "ssim_output",
                          "niqe_input", "niqe_output")}
-    baselines = _baselines(clip, scores, has_gt, scoring.niqe_ok, niqe_every)
+    baselines = _baselines(clip, scores, has_gt, scoring.niqe_ok)
+    if not has_gt:
+        notes.insert(0, NIQE_NOTE)
+        best = _niqe_best(baselines)
+        if best is not None and best["name"].startswith("median"):
+            notes.insert(0, f"NIQE ranks the {best['label']} best ({best['niqe']:.2f}): "
+                            "read this as a property of NIQE, not as the best deraining "
+                            "(see the pictures and the video)")
     missing = len(scores) - len(scored)
     if missing:
         notes.append(f"{missing} of {len(scores)} frames have no output (dropped by the "
@@ -346,12 +370,25 @@ def _nanmean(values: Sequence[float]) -> float:
     return float(finite.mean()) if finite.size else float(arr.mean())
 
 
-def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool, niqe_ok: bool,
-               niqe_every: int) -> list[dict[str, Any]]:
-    """Rows of the quality table: each baseline, then the network."""
+def _niqe_best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row with the lowest (best) finite NIQE, other than the rainy input."""
+    scored = [r for r in rows if r["name"] != "rainy" and math.isfinite(r.get("niqe", math.nan))]
+    return min(scored, key=lambda r: r["niqe"]) if scored else None
+
+
+def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool,
+               niqe_ok: bool) -> list[dict[str, Any]]:
+    """Rows of the quality table: each baseline, then the network.
+
+    Every row is scored on the same frames: PSNR/SSIM on the frames with an output and
+    ground truth; NIQE (without ground truth) on the frames with an output whose NIQE was
+    computed. The rainy input's NIQE is the per-frame value computed once while scoring.
+    """
     rows: list[dict[str, Any]] = []
     rainy = [f.astype(np.float32) / 255.0 for f in clip.rainy]
     with_out = [i for i, s in enumerate(scores) if s.has_output]
+    niqe_idx = [i for i in with_out if math.isfinite(scores[i].niqe_output)
+                and math.isfinite(scores[i].niqe_input)]
     for name, (label, _) in BASELINES.items():
         images = run_baseline(name, rainy)
         row: dict[str, Any] = {"name": name, "label": label}
@@ -364,8 +401,8 @@ def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool, niqe_ok: bool
             row["ssim"] = _nanmean([image_ssim(images[i], c) for i, c in zip(idx, cleans,
                                                                            strict=True)])
         if niqe_ok and not has_gt:
-            step = max(1, niqe_every)
-            row["niqe"] = _nanmean([niqe(images[i]) for i in with_out[::step]])
+            row["niqe"] = _nanmean([scores[i].niqe_input if name == "rainy"
+                                    else niqe(images[i]) for i in niqe_idx])
         rows.append(row)
     net: dict[str, Any] = {"name": "network", "label": "network (node output)"}
     scored = [s for s in scores if s.has_output]
@@ -373,14 +410,14 @@ def _baselines(clip: Clip, scores: list[FrameScore], has_gt: bool, niqe_ok: bool
         net["psnr"] = _nanmean([s.psnr_output for s in scored])
         net["ssim"] = _nanmean([s.ssim_output for s in scored])
     if niqe_ok and not has_gt:
-        net["niqe"] = _nanmean([s.niqe_output for s in scored])
+        net["niqe"] = _nanmean([scores[i].niqe_output for i in niqe_idx])
     rows.append(net)
     return rows
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``derain-ros eval``."""
-    parser.add_argument("bag", type=Path, help="the bag written by `derain-ros replay`")
+    parser.add_argument("bag", type=Path, help="the bag written by derain-ros replay")
     parser.add_argument("--input-bag", type=Path, default=None,
                         help="rainy frames + ground truth, when BAG holds only the outputs")
     parser.add_argument("--report", type=Path, default=None,
@@ -417,10 +454,16 @@ def format_summary(result: EvalResult) -> str:
                      f"SSIM {m['ssim_input']:.4f} -> {m['ssim_output']:.4f}")
     if math.isfinite(m.get("niqe_input", math.nan)):
         lines.append(f"NIQE {m['niqe_input']:.2f} -> {m['niqe_output']:.2f} (lower is better)")
+    if not result.has_ground_truth:
+        rows = [f"{b['label']} {b['niqe']:.2f}" for b in result.baselines
+                if math.isfinite(b.get("niqe", math.nan))]
+        if rows:
+            lines.append("NIQE by method: " + ", ".join(rows))
+        lines.extend(f"note: {n}" for n in result.notes if "NIQE" in n)
     if result.latency_ms:
         lat = result.latency_ms
-        lines.append(f"latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms"
-                     + (f", {result.fps:.1f} fps" if result.fps else ""))
+        lines.append(f"latency p50 {lat['p50']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+                     + (f"{result.fps:.1f} fps" if result.fps is not None else "fps n/a"))
     if result.report:
         lines.append(f"report: {result.report}")
     return "\n".join(lines)

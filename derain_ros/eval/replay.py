@@ -58,6 +58,7 @@ from derain_ros.conventions import (
 )
 from derain_ros.errors import DerainError
 from derain_ros.eval.errors import (
+    EventsNotReceivedError,
     FramesMismatchError,
     NodeNotFoundError,
     NoFramesError,
@@ -69,10 +70,14 @@ from derain_ros.sync import stamp_to_ns
 
 __all__ = [
     "DIAGNOSTICS_TOPIC",
+    "EVENT_MSGTYPES",
     "REPLAY_SUMMARY",
     "ReplayResult",
     "add_arguments",
+    "check_events",
     "check_frames",
+    "events_fix",
+    "events_lost_message",
     "node_topic",
     "replay_bag",
     "require_localhost",
@@ -96,6 +101,10 @@ class ReplayResult:
     ``dropped``: ``frames_in - frames_out - held``; ``unmatched_out``: outputs whose stamp
     matched no published frame (should be 0); ``latency_ms``: percentiles of receive
     minus publish time; ``fps``: outputs per second of wall time.
+    ``event_packets``: event packets published; ``events_delivered``: event packets the
+    node counted during the replay (``sync_packets_in`` of its ``/diagnostics``, before
+    and after; None when it published none); ``frames_without_events``: windows it cut
+    with no events (``sync_windows_events_missing``, same way).
     """
 
     input_bag: str
@@ -115,10 +124,20 @@ class ReplayResult:
     held: int = 0
     node_parameters: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    events_delivered: int | None = None
+    frames_without_events: int | None = None
+
+    @property
+    def events_lost(self) -> bool:
+        """The bag's events were published but the node counted none of them."""
+        return self.event_packets > 0 and self.events_delivered == 0
 
     @property
     def ok(self) -> bool:
-        """Every frame accounted for: in lossless mode frames out == frames in."""
+        """The node got the bag's events, and every frame is accounted for (lossless
+        mode: frames out == frames in)."""
+        if self.events_lost:
+            return False
         return self.dropped == 0 and self.unmatched_out == 0 if self.mode == "lossless" else True
 
     def as_dict(self) -> dict[str, Any]:
@@ -128,16 +147,30 @@ class ReplayResult:
     def headline(self) -> dict[str, Any]:
         """The ``--json`` line: frames in/out, dropped, the output bag."""
         return {"frames_in": self.frames_in, "frames_out": self.frames_out,
-                "dropped": self.dropped, "output_bag": self.output_bag}
+                "dropped": self.dropped, "event_packets": self.event_packets,
+                "events_delivered": self.events_delivered, "output_bag": self.output_bag}
 
     def format(self) -> str:
         """A short human-readable summary."""
         lat = self.latency_ms
         return (f"replayed {self.frames_in} frames ({self.mode}"
                 f"{f' x{self.rate:g}' if self.rate else ''}) through /{self.node}: "
-                f"{self.frames_out} out, {self.dropped} dropped, {self.fps:.1f} fps, "
+                f"{self.frames_out} out, {self.dropped} dropped, "
+                f"{self.event_packets} event packets ({_delivered(self.events_delivered)} "
+                f"reached the node), {self.fps:.1f} fps, "
                 f"latency p50 {lat.get('p50', float('nan')):.1f} ms / "
                 f"p99 {lat.get('p99', float('nan')):.1f} ms -> {self.output_bag}")
+
+
+def _delivered(n: int | None) -> str:
+    return "unknown how many" if n is None else str(n)
+
+
+def events_fix(event_topic: str, node_name: str) -> str:
+    """How to make the node listen where the bag's events are."""
+    return (f"start the node with `-p event_topic:={event_topic}` (e.g. `derain-ros run "
+            f"--ros-args -r __node:={node_name.strip('/')} -p event_topic:={event_topic}`), "
+            f"or replay with --event-topic naming the node's topic")
 
 
 def require_localhost() -> None:
@@ -171,6 +204,38 @@ def check_frames(bag: str | Path, image_topic: str = IMAGE_TOPIC,
     return topics
 
 
+#: message types of event topics (the node takes either)
+EVENT_MSGTYPES = ("event_camera_msgs/msg/EventPacket", "dv_ros2_msgs/msg/EventArray")
+
+
+def check_events(bag: str | Path, topics: dict[str, Any], event_topic: str) -> list[str]:
+    """Refuse a replay that would leave the bag's events behind; warnings to keep.
+
+    Raises :class:`EventsNotReceivedError` when ``event_topic`` is not in the bag but other
+    event topics are (the node would get frames only); a bag without any events gives
+    a warning (the node then runs frames-only, by design).
+    """
+    info = topics.get(event_topic)
+    if info is not None and info.count > 0:
+        return []
+    others = sorted(t for t, i in topics.items() if i.msgtype in EVENT_MSGTYPES and i.count)
+    if others:
+        raise EventsNotReceivedError(
+            f"{bag}: no events on {event_topic!r}, but the bag has events on "
+            f"{', '.join(others)}: replay with --event-topic {others[0]} and start the node "
+            f"with `-p event_topic:={others[0]}`; otherwise the node derains frames only")
+    return [f"the bag has no events (no {' or '.join(EVENT_MSGTYPES)} topic): the node "
+            f"runs FRAMES-ONLY (no event guidance)"]
+
+
+def events_lost_message(result: ReplayResult, event_topic: str) -> str:
+    """What to say when the node counted none of the bag's event packets."""
+    return (f"NO EVENTS REACHED THE NODE: {result.event_packets} event packets were "
+            f"published on {event_topic}, the node /{result.node} counted none (its "
+            f"/diagnostics sync_packets_in did not move): it derained frames only. "
+            f"Fix: {events_fix(event_topic, result.node)}")
+
+
 def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
                lossless: bool = False, node_name: str = "derain_node",
                timeout_s: float = 30.0, frame_timeout_s: float = 30.0,
@@ -202,28 +267,36 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
     if not lossless and not rate > 0:
         raise ReplayError(f"rate must be > 0, got {rate}")
     topics = check_frames(bag, image_topic, event_topic)
+    warnings = check_events(bag, topics, event_topic)
     require_localhost()
     out_bag = Path(out_bag)
     plan = _Plan(bag=bag, topics=topics, image_topic=image_topic, event_topic=event_topic,
                  node_name=node_name, lossless=lossless, rate=rate,
-                 frame_timeout_s=frame_timeout_s)
+                 frame_timeout_s=frame_timeout_s, warnings=warnings)
     session = RosSession(node_name, abort)
     try:
         pubs = _Publishers.open(session, plan)
         _wait_for_node(session, pubs, plan, timeout_s)
         params = session.parameters(["drop_policy", "arrangement", "image_qos_reliability",
                                      "event_qos_reliability", "model", "checkpoint",
-                                     "in_chans"])
+                                     "in_chans", "event_topic", "diagnostics_period"])
+        _check_node_events(session, pubs, plan, params)
         in_flight = _check_node_parameters(params, lossless, plan.warnings)
         with BagWriter(out_bag, overwrite=overwrite) as writer:
             rec = _Recorder(writer, plan.out_image)
             rec.subscribe(session, _output_topics(node_name), timeout_s)
+            period = float(params.get("diagnostics_period", 1.0))
+            session.wait_until(lambda: rec.diag_first is not None, period + 1.0)
             _play(session, pubs, rec, plan, in_flight, progress)
             end = max(rec.received.values(), default=time.time_ns())
+            # one report of the node's counters from after the last output
+            session.wait_until(lambda: rec.diag_last_ns > end, period + 1.0)
     finally:
         session.close()
     result = _result(plan, rec, params, str(out_bag), end, in_flight)
     (out_bag / REPLAY_SUMMARY).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
+    if strict and result.events_lost:
+        raise EventsNotReceivedError(events_lost_message(result, event_topic))
     if lossless and strict and not result.ok:
         raise FramesMismatchError(
             f"lossless replay lost frames: {result.frames_in} in, {result.frames_out} out "
@@ -282,8 +355,7 @@ def _wait_for_node(session: Any, pubs: _Publishers, plan: _Plan, timeout_s: floa
     """Wait until the node subscribes to the inputs and publishes its output."""
     def node_ready() -> bool:
         return (session.publishers_reliable(plan.out_image) is not None
-                and pubs.image.get_subscription_count() > 0
-                and (pubs.events is None or pubs.events.get_subscription_count() > 0))
+                and pubs.image.get_subscription_count() > 0)
 
     if not session.wait_until(node_ready, timeout_s):
         raise NodeNotFoundError(
@@ -292,6 +364,36 @@ def _wait_for_node(session: Any, pubs: _Publishers, plan: _Plan, timeout_s: floa
             f"--ros-args --params-file config/derain.yaml -p drop_policy:=block "
             f"-p image_qos_reliability:=reliable -p event_qos_reliability:=reliable` "
             f"(same ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
+
+
+def _check_node_events(session: Any, pubs: _Publishers, plan: _Plan,
+                       params: dict[str, Any]) -> None:
+    """Refuse at once when the node does not subscribe to the bag's event topic (with this
+    type); otherwise wait until the replay's event publisher has matched it."""
+    if pubs.events is None:
+        return
+    msgtype = plan.topics[plan.event_topic].msgtype
+    subscribed: dict[str, list[str]] = {}
+
+    def listening() -> bool:
+        nonlocal subscribed
+        subscribed = session.subscribed_topics()
+        return msgtype in subscribed.get(plan.event_topic, [])
+
+    if not session.wait_until(listening, 5.0):
+        node_event_topic = params.get("event_topic")
+        theirs = ", ".join(f"{t} ({'/'.join(ty)})" for t, ty in sorted(subscribed.items())
+                           if t != plan.image_topic and not t.startswith("/parameter"))
+        raise EventsNotReceivedError(
+            f"the node /{session.target} does not subscribe to {plan.event_topic} "
+            f"({msgtype}), where the bag's {plan.topics[plan.event_topic].count} event "
+            f"packets are" + (f"; its event_topic is {node_event_topic!r}"
+                               if node_event_topic else "")
+            + (f" (it subscribes to {theirs})" if theirs else "")
+            + ". It would derain frames only. Fix: "
+            + events_fix(plan.event_topic, plan.node_name))
+    events_pub = pubs.events
+    session.wait_until(lambda: events_pub.get_subscription_count() > 0, 5.0)
 
 
 def node_arrangement(params: dict[str, Any]) -> str:
@@ -351,6 +453,10 @@ class _Recorder:
         self.counts: dict[str, int] = {}
         self.unmatched = 0
         self._added: set[str] = set()
+        # the node's /diagnostics values: the first report and the newest (host ns)
+        self.diag_first: dict[str, str] | None = None
+        self.diag_last: dict[str, str] | None = None
+        self.diag_last_ns = 0
 
     def record(self, topic: str, msgtype: str, raw: bytes, when: int) -> None:
         """Write one raw message at log time ``when`` (ns)."""
@@ -377,7 +483,13 @@ class _Recorder:
             now = time.time_ns()
             self.counts[topic] += 1
             self.record(topic, msgtype, raw, now)
-            if topic == self.out_image:
+            if topic == DIAGNOSTICS_TOPIC:
+                values = session.diagnostic_values(raw)
+                if values is not None:
+                    if self.diag_first is None:
+                        self.diag_first = values
+                    self.diag_last, self.diag_last_ns = values, now
+            elif topic == self.out_image:
                 stamp = session.header_stamp_ns(raw, msgtype)
                 if stamp in self.published and stamp not in self.received:
                     self.received[stamp] = now
@@ -452,7 +564,19 @@ def _result(plan: _Plan, rec: _Recorder, params: dict[str, Any], out_bag: str,
         unmatched_out=rec.unmatched, event_packets=plan.packets, seconds=elapsed,
         fps=frames_out / elapsed, latency_ms=latency_summary(latencies),
         outputs={t: n for t, n in rec.counts.items() if n}, node_parameters=params,
-        warnings=plan.warnings)
+        warnings=plan.warnings,
+        events_delivered=_counter_delta(rec, "sync_packets_in"),
+        frames_without_events=_counter_delta(rec, "sync_windows_events_missing"))
+
+
+def _counter_delta(rec: _Recorder, key: str) -> int | None:
+    """How much the node's ``/diagnostics`` counter ``key`` grew during the replay."""
+    if rec.diag_first is None or rec.diag_last is None:
+        return None
+    try:
+        return int(float(rec.diag_last[key])) - int(float(rec.diag_first[key]))
+    except (KeyError, ValueError):
+        return None
 
 
 def _wait_outputs(session: Any, rec: _Recorder, allowed: int, timeout_s: float,
@@ -503,7 +627,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"warning: {warning}", file=sys.stderr)
     print(result.format())
     status = 0
-    if not result.ok:
+    if result.events_lost:
+        print(f"derain-ros replay: {events_lost_message(result, args.event_topic)}",
+              file=sys.stderr)
+        status = 1
+    elif result.event_packets and result.events_delivered is None:
+        print("warning: the node published no /diagnostics during the replay: cannot "
+              "check that its events arrived", file=sys.stderr)
+    if result.mode == "lossless" and not (result.dropped == 0 and result.unmatched_out == 0):
         print(f"derain-ros replay: LOSSLESS CHECK FAILED: {result.frames_in} frames in, "
               f"{result.frames_out} out", file=sys.stderr)
         status = 1

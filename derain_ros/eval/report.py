@@ -8,16 +8,21 @@ Written into one folder (paths inside are relative, so the folder can be moved):
   few frames spread over the clip;
 - ``per_frame.png``: PSNR and SSIM per frame (input vs output), or NIQE without ground
   truth; ``latency.png``: latency per frame (ms);
-- ``rainy_vs_derained.mp4``: rainy | derained side by side (OpenCV, ``mp4v``), at the
-  clip's frame rate.
+- ``rainy_vs_derained.mp4``: rainy | derained side by side, at the clip's frame rate:
+  H.264 (libx264, yuv420p, ``+faststart``) in MP4, which every current browser plays
+  (MPEG-4 Part 2, OpenCV's ``mp4v``, plays in none). Encoded by the ffmpeg binary that
+  the PyPI ``imageio-ffmpeg`` wheel bundles (nothing is downloaded at run time): the
+  OpenCV wheel's ffmpeg has no H.264 encoder, and its VP9 is ~10x slower than libx264.
 
 matplotlib runs with the Agg backend (no display).
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import math
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,8 +33,10 @@ import numpy as np
 if TYPE_CHECKING:
     from derain_ros.eval.evaluate import EvalResult
 
-__all__ = ["ReportPaths", "side_by_side", "write_report", "write_video"]
+__all__ = ["INCOMPLETE", "ReportPaths", "side_by_side", "write_report", "write_video"]
 
+#: marker file in a report folder whose writing did not finish
+INCOMPLETE = "INCOMPLETE.txt"
 _SAMPLES = 3
 _LABEL_H = 18  # px of label strip above each panel
 
@@ -74,22 +81,58 @@ def _imwrite(path: Path, rgb: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
+def _ffmpeg_exe() -> str:
+    """The ffmpeg binary bundled by the ``imageio-ffmpeg`` wheel (has libx264)."""
+    try:
+        import imageio_ffmpeg
+    except ImportError as err:
+        raise OSError("writing the report's H.264 video needs the imageio-ffmpeg wheel "
+                      "(requirements/python.txt; `make setup` installs it)") from err
+    return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
 def write_video(path: str | Path, rainy: list[np.ndarray],
                 derained: list[np.ndarray | None], fps: float) -> Path:
-    """An MP4 (``mp4v``) of rainy | derained; frames without output are black."""
+    """An H.264 MP4 of rainy | derained that browsers play; frames without output are black.
+
+    Frames are RGB uint8; the side-by-side picture is padded to even width and height
+    (yuv420p needs them). Raises :class:`OSError` when ffmpeg fails (its message included).
+    """
     path = Path(path)
     first = side_by_side([rainy[0], derained[0]], ["rainy", "derained"])
     h, w = first.shape[:2]
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"),
-                             max(1.0, float(fps)), (w, h))
-    if not writer.isOpened():
-        raise OSError(f"OpenCV cannot write an mp4v video at {path}")
+    ph, pw = h + h % 2, w + w % 2
+    cmd = [_ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y",
+           "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{pw}x{ph}",
+           "-r", f"{max(1.0, float(fps)):.6g}", "-i", "pipe:0",
+           "-an", "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+           "-pix_fmt", "yuv420p", "-movflags", "+faststart", "-f", "mp4", str(path)]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    stdin = proc.stdin
+    if stdin is None:  # pragma: no cover - Popen with PIPE always has one
+        raise OSError("cannot start ffmpeg")
     try:
         for r, d in zip(rainy, derained, strict=True):
             frame = side_by_side([r, d], ["rainy", "derained" if d is not None else "dropped"])
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+            if (ph, pw) != (h, w):
+                frame = np.pad(frame, ((0, ph - h), (0, pw - w), (0, 0)))
+            stdin.write(np.ascontiguousarray(frame).tobytes())
+    except BrokenPipeError:
+        pass  # ffmpeg stopped early: its exit status and message below say why
+    except BaseException:  # interrupted (Ctrl-C) or failed: no half-written video
+        proc.kill()
+        proc.wait()
+        path.unlink(missing_ok=True)
+        raise
     finally:
-        writer.release()
+        with contextlib.suppress(BrokenPipeError):
+            stdin.close()
+        err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        code = proc.wait()
+    if code != 0:
+        path.unlink(missing_ok=True)
+        raise OSError(f"ffmpeg could not write {path} (exit {code}): {err.strip()[-500:]}")
     return path
 
 
@@ -138,6 +181,9 @@ def _plots(result: EvalResult, folder: Path) -> list[Path]:
 
 
 def _fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: ``n/a`` for unknown (None or NaN)."""
+    if value is None:
+        return "n/a"
     if isinstance(value, float):
         return "n/a" if math.isnan(value) else ("inf" if math.isinf(value) else
                                                f"{value:.{digits}f}")
@@ -228,7 +274,9 @@ def _html(blocks: list[tuple[Any, ...]]) -> str:
         elif kind == "img":
             body.append(f'<p><img src="{esc(b[1])}" alt="{esc(b[2])}"></p>')
         elif kind == "video":
-            body.append(f'<p><video src="{esc(b[1])}" controls loop></video><br>'
+            # muted + playsinline: browsers allow a muted video to start by itself
+            body.append(f'<p><video controls loop muted playsinline preload="auto">'
+                        f'<source src="{esc(b[1])}" type="video/mp4"></video><br>'
                         f'<a href="{esc(b[1])}">{esc(b[1])}</a> (rainy | derained)</p>')
         elif kind == "list":
             body.append("<ul>" + "".join(f"<li>{esc(i)}</li>" for i in b[1]) + "</ul>")
@@ -242,9 +290,27 @@ def _html(blocks: list[tuple[Any, ...]]) -> str:
 
 
 def write_report(result: EvalResult, folder: str | Path, *, video: bool = True) -> ReportPaths:
-    """Write the report of ``result`` into ``folder`` (created); returns what was written."""
+    """Write the report of ``result`` into ``folder`` (created); returns what was written.
+
+    While it writes, and if it is interrupted, the folder holds :data:`INCOMPLETE`
+    (``report.md``/``report.html`` are only there when the report is complete).
+    """
     folder = Path(folder)
     (folder / "frames").mkdir(parents=True, exist_ok=True)
+    marker = folder / INCOMPLETE
+    marker.write_text("This report is being written, or its writing was interrupted: "
+                      "run `derain-ros eval ... --report` again.\n")
+    try:
+        paths = _write_report(result, folder, video)
+    except BaseException:
+        (folder / "report.md").unlink(missing_ok=True)
+        (folder / "report.html").unlink(missing_ok=True)
+        raise
+    marker.unlink()
+    return paths
+
+
+def _write_report(result: EvalResult, folder: Path, video: bool = True) -> ReportPaths:
     paths = ReportPaths(folder, folder / "report.md", folder / "report.html")
     clip = result.clip
     n = len(clip.rainy)

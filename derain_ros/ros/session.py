@@ -20,6 +20,7 @@ import rclpy
 from rcl_interfaces.srv import GetParameters
 from rclpy.client import Client
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import NodeNameNonExistentError
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
@@ -122,6 +123,25 @@ class RosSession:
             return out
         finally:
             self.node.destroy_client(client)
+
+    def subscribed_topics(self) -> dict[str, list[str]]:
+        """Topics the target node subscribes to (topic -> message types); empty while the
+        graph has not seen it."""
+        namespace, _, name = ("/" + self.target).rpartition("/")
+        try:
+            pairs = self.node.get_subscriber_names_and_types_by_node(name, namespace or "/")
+        except NodeNameNonExistentError:  # discovery has not seen the node yet
+            return {}
+        return {topic: list(types) for topic, types in pairs}
+
+    def diagnostic_values(self, raw: bytes) -> dict[str, str] | None:
+        """The key/values of the target node's status in a raw ``DiagnosticArray``
+        (None when the message holds no status of that node)."""
+        msg = deserialize_message(raw, msg_class("diagnostic_msgs/msg/DiagnosticArray"))
+        for status in msg.status:
+            if status.name.split(":")[0].strip("/ ") == self.target:
+                return {kv.key: kv.value for kv in status.values}
+        return None
 
     @staticmethod
     def header_stamp_ns(raw: bytes, msgtype: str) -> int:

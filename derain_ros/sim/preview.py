@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from derain_ros.events.render import render_events, to_uint8
 from derain_ros.records import EventBatch
 from derain_ros.sim.errors import SimError
 from derain_ros.sim.esim import LABEL_RAIN
@@ -18,29 +19,23 @@ from derain_ros.sim.synth import SynthFrame
 
 __all__ = ["event_image", "montage", "write_png"]
 
-_ON = np.array([220, 40, 40], np.uint8)     # red: ON (brighter)
-_OFF = np.array([40, 80, 230], np.uint8)    # blue: OFF (darker)
 _RAIN_TINT = np.array([0, 170, 170], np.uint8)
 
 
 def event_image(events: EventBatch, labels: np.ndarray | None = None,
                 by_label: bool = False) -> np.ndarray:
-    """RGB uint8 H x W x 3 on white: ON red, OFF blue (the later event of a pixel wins).
+    """RGB uint8 H x W x 3: ON blue, OFF red, on black (the project's one convention,
+    :func:`derain_ros.events.render.render_events`; brighter with more events).
 
-    With ``by_label``, rain events are drawn cyan and the others grey instead.
+    With ``by_label``, rain events are drawn cyan and the others grey instead (on black).
     """
-    img = np.full((events.height, events.width, 3), 255, np.uint8)
-    if not len(events):
-        return img
     if by_label and labels is not None:
+        img = np.zeros((events.height, events.width, 3), np.uint8)
         rain = labels == LABEL_RAIN
         img[events.y[~rain], events.x[~rain]] = 120
         img[events.y[rain], events.x[rain]] = _RAIN_TINT
         return img
-    on = events.p == 1
-    img[events.y[on], events.x[on]] = _ON
-    img[events.y[~on], events.x[~on]] = _OFF
-    return img
+    return to_uint8(render_events(events))
 
 
 def _u8(image: np.ndarray) -> np.ndarray:
@@ -54,7 +49,7 @@ def montage(frame: SynthFrame, rain_gain: float = 4.0) -> np.ndarray:
     """RGB uint8: clean | rainy | rain layer (x ``rain_gain``) | events, captioned."""
     tiles = [("clean", _u8(frame.clean)), ("rainy", _u8(frame.rainy)),
              (f"rain layer x{rain_gain:g}", _u8(frame.rain * rain_gain)),
-             (f"events ({len(frame.events)}: ON red, OFF blue)", event_image(frame.events))]
+             (f"events ({len(frame.events)}: ON blue, OFF red)", event_image(frame.events))]
     if frame.drop_mask.any():
         tiles.insert(3, ("lens-drop mask", _u8(frame.drop_mask)))
     h, w = tiles[0][1].shape[:2]
