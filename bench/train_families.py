@@ -113,7 +113,8 @@ def jobs(models: list[str]) -> list[tuple[str, str, str | None]]:
 
 def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
               seconds: float, device: str, threads: int, quick: bool,
-              init_shipped: bool = False) -> None:
+              init_shipped: bool = False, init_from: Path | None = None,
+              lr_override: float | None = None) -> None:
     """One model's run (in its own process): clips of every family but ``exclude``."""
     from derain_training.config import load_config
     from derain_training.synthetic import read_manifest, without_family
@@ -129,6 +130,9 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
     init = WEIGHTS / f"{model}.safetensors" if init_shipped and exclude is None else None
     if init is not None and not init.is_file():
         init = None
+    if init_from is not None:  # a second stage from an earlier stage's export
+        init = init_from
+    lr = lr_override or lr
     cfg = load_config(ROOT / "config" / "train.yaml", **{
         "mode": "supervised", "model.name": model, "run.steps": 10**7,
         "run.max_seconds": seconds, "run.device": device, "run.threads": threads,
@@ -254,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="start the main models (not the leave-one-out ones, which must not "
                         "have seen their family) from the shipped weights where they exist")
     p.add_argument("--sizes", default=None, help="clip sizes, e.g. 240x180,320x240")
+    p.add_argument("--init", type=Path, default=None,
+                   help="--train-one: start from this checkpoint (a second stage)")
+    p.add_argument("--lr", type=float, default=None, help="--train-one: learning rate")
     p.add_argument("--train-one", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--exclude", help=argparse.SUPPRESS)
@@ -263,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         args.clips, args.frames, args.seconds = min(args.clips, 12), 5, min(args.seconds, 20)
     if args.train_one:
         train_one(args.train_one, args.model, args.exclude, args.out / "data", args.out,
-                  args.seconds, args.device, args.threads, args.quick, args.init_shipped)
+                  args.seconds, args.device, args.threads, args.quick, args.init_shipped,
+                  args.init, args.lr)
         return 0
     started = time.monotonic()
     data = args.out / "data"
