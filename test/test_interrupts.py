@@ -23,6 +23,21 @@ from derain_ros.exits import EXIT_INTERRUPTED
 DOMAIN_ID = 64
 
 
+@pytest.fixture
+def ctrl_c_in_this_process():
+    """Ctrl-C raises KeyboardInterrupt here, and children start with SIGINT's default.
+
+    Why: a shell starts background jobs (``cmd &``, nohup) with SIGINT ignored, children
+    inherit that, and Python then never turns Ctrl-C into KeyboardInterrupt; a terminal's
+    Ctrl-C reaches a foreground program with the default disposition, which is what
+    these tests are about. (A handler resets to the default across exec.)
+    """
+    before = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _children(pid: int) -> list[tuple[int, str]]:
     """(pid, command line) of the live processes whose parent is ``pid``."""
     out = []
@@ -51,7 +66,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.ros
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_demo_stops_its_node_on_a_signal(tmp_path, sig):
+def test_demo_stops_its_node_on_a_signal(tmp_path, ctrl_c_in_this_process, sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "derain_ros.cli", "demo", "--seconds", "0.3", "--out",
          str(tmp_path / "demo"), "--device", "cpu"], env=ros_env(DOMAIN_ID),
@@ -84,7 +99,7 @@ def test_demo_stops_its_node_on_a_signal(tmp_path, sig):
 
 
 @pytest.mark.slow
-def test_synth_ctrl_c_leaves_no_half_bag(tmp_path):
+def test_synth_ctrl_c_leaves_no_half_bag(tmp_path, ctrl_c_in_this_process):
     out = tmp_path / "rainy"
     proc = subprocess.Popen(
         [sys.executable, "-m", "derain_ros.cli", "synth", str(out), "--duration", "20",
@@ -124,7 +139,7 @@ def test_eval_interrupted_marks_the_report(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_derain_train_interrupted(monkeypatch, capsys, sig):
+def test_derain_train_interrupted(monkeypatch, capsys, ctrl_c_in_this_process, sig):
     from derain_training import cli as train_cli
 
     def train(args):
