@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from dv_ros2_msgs.msg import EventArray
 from event_camera_msgs.msg import EventPacket
@@ -362,8 +361,6 @@ class DerainNode(Node):
         values = {p: self.get_parameter(p).value for p in PARAMETERS}
         self.config = NodeConfig.from_values(values)
         cfg = self.config
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
         source = cfg.checkpoint or cfg.model
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
@@ -427,8 +424,8 @@ class DerainNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"deraining {cfg.image_topic} with {cfg.event_topic} ({cfg.event_msg_type}) "
-            f"using {self.engine.model_name} on {self.engine.device} "
-            f"({str(self.engine.dtype).removeprefix('torch.')}), drop_policy "
+            f"using {self.engine.model_name} on {self.engine.device_name} "
+            f"({self.engine.dtype_name}), drop_policy "
             f"{cfg.drop_policy}; runtime {self.engine.backend_name} "
             f"({self.engine.backend_reason}); input contract {self.engine.contract}")
 
@@ -600,8 +597,8 @@ class DerainNode(Node):
             "queue_length": len(self.handover),
             "buffer_fill": sc["buffer_bytes"] / self.config.max_buffer_bytes,
             "events_silent": self.sync.events_silent,
-            "device": str(self.engine.device),
-            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "device": self.engine.device_name,
+            "dtype": self.engine.dtype_name,
             "backend": self.engine.backend_name,
             "backend_reason": self.engine.backend_reason,
             "model": self.engine.model_name,
