@@ -265,6 +265,7 @@ class DerainEngine:
             self._runner = self._make_runner(self._net, self._sha)
         _log.info("runtime back-end %s: %s", self._runner.name, self.backend_reason)
         self._history: collections.deque[_Step] = collections.deque(maxlen=2)
+        self._buffers: tuple[np.ndarray, np.ndarray | None] | None = None
         self.swaps = 0
         self.swap_failures = 0
 
@@ -501,6 +502,21 @@ class DerainEngine:
         with self._lock:
             self._history.clear()
 
+    def _clip_buffers(self, frame: np.ndarray, voxel: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[1, 3, C, H, W]`` and ``[1, 2, bins, H, W]`` float32 buffers for the clip of
+        windows shaped like ``frame``/``voxel``, reused from frame to frame (the worker
+        is the only caller, and the back-end is done with them when it returns)."""
+        f_shape = (1, 3, *frame.shape)
+        e_shape = None if voxel is None else (1, 2, *voxel.shape)
+        bufs = self._buffers
+        if bufs is None or bufs[0].shape != f_shape or (
+                None if bufs[1] is None else bufs[1].shape) != e_shape:
+            bufs = (np.empty(f_shape, np.float32),
+                    None if e_shape is None else np.empty(e_shape, np.float32))
+            self._buffers = bufs
+        return bufs
+
     def _tensor(self, array: np.ndarray) -> Any:
         """A prepared array as the runner takes it: as is (onnxruntime), or a tensor."""
         if self._numpy_inputs:
@@ -561,11 +577,21 @@ class DerainEngine:
         target = seq[t]
         frames_only = any(s.frames_only for s in seq[t:])
         try:
-            clip, ev = builder.clip_at([s.frame for s in seq], [s.voxel for s in seq], t)
+            frames_in = [s.frame for s in seq]
+            voxels_in = [s.voxel for s in seq]
+            if self._numpy_inputs:  # into buffers kept between frames: no stacking copies
+                buf_frames, buf_events = self._clip_buffers(frames_in[-1], voxels_in[-1])
+                clip, ev = builder.clip_into(frames_in, voxels_in, t, buf_frames[0],
+                                             None if buf_events is None else buf_events[0])
+                batch_frames = buf_frames
+                batch_events = None if ev is None else buf_events
+            else:
+                clip, ev = builder.clip_at(frames_in, voxels_in, t)
+                batch_frames, batch_events = clip[None], None if ev is None else ev[None]
             if self.dump_inputs is not None:
                 self._dump(target.window, clip, ev)
             with self._inference():
-                background, rain = runner(clip[None], None if ev is None else ev[None])
+                background, rain = runner(batch_frames, batch_events)
             derained = background[0].transpose(1, 2, 0)  # clamped to [0, 1] by the runner
             rain_np = (np.clip(rain[0].transpose(1, 2, 0), 0.0, 1.0) if self.want_rain
                        else None)

@@ -151,6 +151,20 @@ def test_clips_numpy_equal_torch() -> None:
         assert np.array_equal(nv.view(np.uint32), tv.numpy().view(np.uint32))  # -0.0 too
     assert np.array_equal(mirror_voxel(v1).view(np.uint32),
                           mirror_voxel(t(v1)).numpy().view(np.uint32))
+    # into preallocated buffers (the engine's path), dirty ones: the same bits
+    for arrangement, k in (("causal", 2), ("centre", 3)):
+        builder = InputBuilder(InputContract(arrangement=arrangement, event_bins=5))
+        frames, voxels = [a, b, c][:k], [v1, v2, v1][:k]
+        for target in range(k - (arrangement == "centre")):
+            want_f, want_v = builder.clip_at(frames, voxels, target)
+            out_f = np.full((3, 3, 6, 7), np.nan, np.float32)
+            out_v = np.full((2, 5, 6, 7), np.nan, np.float32)
+            got_f, got_v = builder.clip_into(frames, voxels, target, out_f, out_v)
+            assert got_f is out_f and got_v is out_v
+            assert np.array_equal(got_f.view(np.uint32), want_f.view(np.uint32))
+            assert np.array_equal(got_v.view(np.uint32), want_v.view(np.uint32))
+        none_f, none_v = builder.clip_into(frames, [None] * k, 0 if k == 2 else 1, out_f, None)
+        assert none_v is None and none_f is out_f
 
 
 _NO_TORCH = textwrap.dedent("""

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 #: numpy arrays or torch tensors (the clip helpers return the kind they are given)
 Array = TypeVar("Array", np.ndarray, "Tensor")
 
-__all__ = ["CLIP_TARGET", "InputBuilder", "build_clip", "mirror_voxel"]
+__all__ = ["CLIP_TARGET", "InputBuilder", "build_clip", "build_clip_into", "mirror_voxel"]
 
 #: Position of the target frame in the 3-frame clip, in every arrangement.
 CLIP_TARGET = 1
@@ -116,6 +116,33 @@ def build_clip(frames: Sequence[Array], voxels: Sequence[Array | None],
         return _stack(list(frames)), (
             None if va is None or vb is None else _stack([va, vb]))
     raise InputContractError(f"unknown arrangement {arrangement!r}; allowed: causal, centre")
+
+
+def build_clip_into(frames: Sequence[np.ndarray], voxels: Sequence[np.ndarray | None],
+                    arrangement: str, out_frames: np.ndarray, out_events: np.ndarray | None
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
+    """:func:`build_clip` for numpy, written into preallocated ``out_frames`` ``[3, C, H,
+    W]`` and ``out_events`` ``[2, bins, H, W]`` (the node's per-frame path: one pass per
+    value, no stacking copies); the same values bit for bit. Returns the two outputs
+    (events None when the voxels are)."""
+    if arrangement not in ("causal", "centre"):
+        return build_clip(frames, voxels, arrangement)  # raises the usual error
+    if len(frames) != (2 if arrangement == "causal" else 3) or len(voxels) != len(frames) - 1:
+        return build_clip(frames, voxels, arrangement)
+    seq = [frames[0], frames[1], frames[0]] if arrangement == "causal" else list(frames)
+    for i, f in enumerate(seq):
+        out_frames[i] = f
+    if any(v is None for v in voxels) or out_events is None:
+        return out_frames, None
+    if arrangement == "causal":
+        v = voxels[0]
+        assert v is not None
+        out_events[0] = v
+        np.negative(np.flip(v, axis=-3), out=out_events[1])  # mirror_voxel, in place
+    else:
+        out_events[0] = voxels[0]
+        out_events[1] = voxels[1]
+    return out_frames, out_events
 
 
 class InputBuilder:
@@ -206,13 +233,33 @@ class InputBuilder:
         ``centre`` uses ``t-1, t, t+1``. A missing ``t-1`` (``t == 0``) is replaced by the
         target frame.
         """
+        prev, pick = self._neighbours(frames, voxels, t)
+        if self.contract.arrangement == "causal":
+            return build_clip((prev, frames[t]), (voxels[t],), "causal")
+        return build_clip((prev, frames[t], frames[t + 1]), pick, "centre")
+
+    def clip_into(self, frames: Sequence[np.ndarray], voxels: Sequence[np.ndarray | None],
+                  t: int, out_frames: np.ndarray, out_events: np.ndarray | None
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`clip_at` for numpy windows, into preallocated outputs
+        (:func:`build_clip_into`)."""
+        prev, pick = self._neighbours(frames, voxels, t)
+        if self.contract.arrangement == "causal":
+            return build_clip_into((prev, frames[t]), (voxels[t],), "causal", out_frames,
+                                   out_events)
+        return build_clip_into((prev, frames[t], frames[t + 1]), pick, "centre", out_frames,
+                               out_events)
+
+    def _neighbours(self, frames: Sequence[Array], voxels: Sequence[Array | None],
+                    t: int) -> tuple[Array, tuple[Array | None, ...]]:
+        """The previous frame of target ``t`` (itself at the start) and the voxel grids the
+        arrangement uses; checks that they exist."""
         if not 0 <= t < len(frames) or len(voxels) != len(frames):
             raise InputContractError(
                 f"clip target {t} is outside the {len(frames)} prepared windows")
         prev = frames[t - 1] if t > 0 else frames[t]
         if self.contract.arrangement == "causal":
-            return build_clip((prev, frames[t]), (voxels[t],), "causal")
+            return prev, (voxels[t],)
         if t + 1 >= len(frames):
             raise InputContractError("a centre clip needs the window after its target")
-        return build_clip((prev, frames[t], frames[t + 1]), (voxels[t], voxels[t + 1]),
-                          "centre")
+        return prev, (voxels[t], voxels[t + 1])
