@@ -218,3 +218,25 @@ def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     assert result["device"] == "cpu"
     assert result["torch"] is False, "the onnxruntime CPU path imported torch"
     assert all(0.0 <= m <= 1.0 for m in result["means"])
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "rgb16", "mono8", "mono16"])
+def test_publishing_quantisation_is_numpys(encoding: str) -> None:
+    """The one-pass quantiser of the publish path gives numpy's expression's values."""
+    from derain_ros.images import _spec, from_network
+
+    rng = np.random.default_rng(3)
+    chw = (rng.standard_normal((3, 26, 34)) * 0.6 + 0.5).astype(np.float32)
+    chw[0, 0, :6] = [np.inf, -np.inf, 0.5 / 255, 1.5 / 255, 1.0, 0.0]
+    ties = rng.integers(0, 511, (26, 34)).astype(np.float32) / np.float32(510)
+    chw[1] = ties  # exact halves of the 8-bit step: round half to even
+    img = chw.transpose(1, 2, 0)  # the engine's layout: a view of CHW
+    spec = _spec(encoding)
+    peak = float(np.iinfo(spec.dtype).max)
+    ref = np.clip(np.rint(img * peak), 0, peak).astype(spec.dtype)
+    got = from_network(img, encoding)
+    if spec.channels == 1:
+        ref = ref[:, :, 0]
+    elif encoding.startswith("bgr"):
+        ref = ref[:, :, ::-1]
+    assert got.dtype == spec.dtype and np.array_equal(got, ref)
