@@ -87,7 +87,9 @@ def main() -> int:
                 stage["process"] += c2 - c1
                 if result is None:
                     continue
-                stage["infer"] += result.timings_ms["infer_cpu"] / 1e3
+                # (older engines report only wall time for the back-end call)
+                stage["infer"] += result.timings_ms.get("infer_cpu",
+                                                        result.timings_ms["infer"]) / 1e3
                 network_image_msg(result.derained, w.image.encoding,
                                   header_from(w.stamp_ns, w.frame_id))
                 stage["publish"] += time.thread_time() - c2
