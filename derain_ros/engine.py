@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -175,6 +177,31 @@ def events_image(events: EventBatch, height: int, width: int) -> np.ndarray:
     return img
 
 
+def _check_weights_file(weights: Path, info: dict[str, Any]) -> None:
+    """Size and SHA-256 of a weights file against its JSON, and a readable safetensors
+    header (the torch-free half of the loader's checks)."""
+    from derain_ros.model.checkpoint_info import CheckpointCorruptError
+
+    if not weights.is_file():
+        raise CheckpointNotFoundError(f"checkpoint weights {weights} not found")
+    blob = weights.read_bytes()
+    want_bytes = info.get("weights_bytes")
+    if want_bytes is not None and len(blob) != want_bytes:
+        raise CheckpointCorruptError(f"{weights}: {len(blob)} bytes, its JSON records "
+                                     f"{want_bytes}")
+    want_sha = info.get("weights_sha256")
+    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
+        raise CheckpointCorruptError(
+            f"{weights}: SHA-256 differs from the one in its JSON (corrupt or edited file)")
+    size = int.from_bytes(blob[:8], "little") if len(blob) >= 8 else -1
+    try:
+        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointCorruptError(f"{weights}: not a readable safetensors file")
+
+
 class DerainEngine:
     """Windows in, derained frames out; see the module docstring.
 
@@ -312,9 +339,7 @@ class DerainEngine:
             from derain_ros.model import load_checkpoint
 
             _log.info("loading %s with torch to export its graph", path)
-            net = self._prepare(load_checkpoint(path))
-            self._net = net
-            return net
+            return self._prepare(load_checkpoint(path))
 
         return load
 
@@ -413,6 +438,9 @@ class DerainEngine:
         its own contract. On any failure the current network stays and
         :class:`CheckpointError` says why.
         """
+        if self._net is None:  # no torch here so far: validate and swap without it
+            self._swap_without_torch(Path(path))
+            return
         import torch
 
         from derain_ros.model import load_checkpoint
@@ -463,6 +491,72 @@ class DerainEngine:
             self.source = str(path)
             self.swaps += 1
         _log.info("switched to checkpoint %s (%s)", path, net.config.name)
+
+    def _swap_without_torch(self, path: Path) -> None:
+        """:meth:`swap_checkpoint` for an engine running onnxruntime without torch.
+
+        The checkpoint's JSON (contract, configuration), its weights file (size, SHA-256,
+        a readable safetensors header) and the same refusals as the torch path; then the
+        runner for the new weights at the running frame size (its graph from the cache,
+        or exported, which loads the network with torch and checks every tensor name and
+        shape) must give finite output on a random clip. Why: importing torch for a swap
+        stalls the node's callbacks for seconds (frames lost around the swap) and brings
+        ~250 MB back into a process that did without.
+        """
+        from derain_ros.model.checkpoint_info import CheckpointCorruptError, checkpoint_paths
+
+        try:
+            info = read_checkpoint_info(path)
+            config = checkpoint_config(info, str(path))
+            contract = checkpoint_contract(info, str(path))
+            weights, _ = checkpoint_paths(path)
+            _check_weights_file(weights, info)
+        except CheckpointError:
+            self.swap_failures += 1
+            raise
+        except Exception as err:
+            self.swap_failures += 1
+            raise CheckpointError(f"cannot load checkpoint {path}: {err}") from err
+        if config.in_chans != self._config.in_chans:
+            self.swap_failures += 1
+            raise CheckpointError(
+                f"checkpoint {path} takes {config.in_chans}-channel frames, the running "
+                f"network {self._config.in_chans}-channel ones")
+        try:
+            contract.refuse_overrides(str(path), arrangement=self.requested_arrangement)
+        except ConfigError as err:
+            self.swap_failures += 1
+            raise CheckpointError(str(err)) from err
+        try:
+            with self._lock:
+                last = self._history[-1].frame if self._history else None
+            height, width = (32, 32) if last is None else (int(last.shape[-2]),
+                                                         int(last.shape[-1]))
+            runner = self._make_runner(self._lazy_net(path), str(info["weights_sha256"]),
+                                       (height, width), spec=config)
+            rng = np.random.default_rng(0)
+            frames = rng.random((1, 3, config.in_chans, height, width), np.float32)
+            events = (rng.standard_normal((1, 2, config.event_bins, height, width),
+                                          np.float32) if config.use_events else None)
+            background, _ = runner(frames, events)
+            if not np.isfinite(background).all():
+                raise CheckpointCorruptError(f"checkpoint {path} gives non-finite output")
+        except CheckpointError:
+            self.swap_failures += 1
+            raise
+        except Exception as err:
+            self.swap_failures += 1
+            raise CheckpointError(f"checkpoint {path} does not run: {err}") from err
+        with self._lock:
+            if contract != self._builder.contract:
+                self._history.clear()
+            self._builder = InputBuilder(contract)
+            self._runner, self._config = runner, config
+            self._sha = str(info["weights_sha256"])
+            self.random_weights = False
+            self.source = str(path)
+            self.swaps += 1
+        _log.info("switched to checkpoint %s (%s)", path, config.name)
 
     # ------------------------------------------------------------------ inference
 

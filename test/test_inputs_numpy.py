@@ -190,7 +190,11 @@ _NO_TORCH = textwrap.dedent("""
                         TriggerBatch.empty(), t1, "cam")
         r = engine.process(w)
         out.append(float(r.derained.mean()))
+    engine.swap_checkpoint(ckpt)  # a swap at the running size (graph cached): no torch
+    r = engine.process(w)
+    out.append(float(r.derained.mean()))
     print(json.dumps({"torch": "torch" in sys.modules, "backend": engine.backend_name,
+                      "swaps": engine.swaps,
                       "device": engine.device_name, "means": out}))
 """)
 
@@ -217,6 +221,7 @@ def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     assert result["backend"].startswith("onnxruntime/CPUExecutionProvider")
     assert result["device"] == "cpu"
     assert result["torch"] is False, "the onnxruntime CPU path imported torch"
+    assert result["swaps"] == 1
     assert all(0.0 <= m <= 1.0 for m in result["means"])
 
 
