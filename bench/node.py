@@ -1,28 +1,39 @@
-"""Node throughput vs the bare network, and frame-arrival -> publish latency.
+"""The node's own cost per frame, end-to-end latency with and without load, memory, fps.
 
-Same model (``derain_tiny``, random weights: speed does not depend on them), same input
-size (346 x 260, a DAVIS346), same torch thread count (``THREADS``) for both:
+Same model (``derain_tiny``, random weights: speed does not depend on them) at 346 x 260
+(a DAVIS346) and 640 x 480, the node's default back-end (``auto``: onnxruntime on a CPU),
+the same thread count (``THREADS``) for the node and the bare network:
 
-- bare: ``model(frames, events)`` in a loop in this process (batch 1, fp32, CPU);
-- node: ``derain_node`` in its own process, fed by a rig in this process over real DDS
-  (loopback only) at 30 fps with 300 k events/s in 10 ms ``libcaer`` EventPackets;
-  ``drop_policy: newest``, so the node runs flat out when the camera is faster than the
-  network. Its throughput is the output rate; the latency (frame arrival in the image
-  callback -> ``~/image`` published) comes from the node's own ``/diagnostics``.
+- **overhead** (the main figure): the node's CPU time per frame *outside inference*, as
+  the node itself counts it (``/diagnostics``: ``overhead_cpu_ms_p50``; per stage
+  ``receive`` = event decoding + synchronising + frame conversion in the callbacks,
+  ``prepare`` = frame and voxel grid, ``publish`` = clip, output checks, image
+  conversion, publishing). Thread CPU time (``time.thread_time_ns``): another process on
+  the same core does not inflate it, unlike wall time (``overhead_wall_ms_p50``, also
+  reported);
+- **latency**: frame arrival in the image callback -> ``~/image`` published, p50/p99,
+  without and with **load** (a second process burning one core for the whole run);
+- **memory**: the node process's RSS high-water mark (``VmHWM`` of
+  ``/proc/<pid>/status``), for the default back-end and for ``torch``;
+- **fps** end to end (output rate; the camera runs at 30 fps, ``drop_policy: newest``),
+  and, secondary, ``throughput_ratio = node fps / bare fps`` where bare is the same
+  back-end called in a loop in this process (the better of a run before and one after
+  the node's).
 
-``throughput_ratio = node fps / bare fps``, the bare figure being the better of a run
-before and one after the node's (target >= 0.9: the pipeline's overhead at most
-10 %). On a 2-core machine torch gets 1 thread by default so that the rig, the executor
-and the event decoding have the other core (the bare figure uses the same thread count).
-With a CUDA device, ``derain_base`` at 640 x 480 is measured the same way (target 30 fps,
-p99 under 33 ms).
+The node runs in its own process, fed by a rig in this process over real DDS (loopback
+only) at 30 fps with 300 k events/s in 10 ms ``libcaer`` EventPackets. With a CUDA
+device, ``derain_base`` at 640 x 480 is measured the same way (target 30 fps, p99 under
+33 ms).
 
 DDS stays on this machine: the bench sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` and
 the loopback Fast DDS profile for itself and the node, and refuses to run when the
 environment asks for anything else.
 
-Run: ``.venv/bin/python bench/node.py`` (about 1-2 minutes). Last line: one JSON object
-``{"throughput_ratio", "p50_latency_ms", "p99_latency_ms", "fps", "bare_fps", ...}``.
+Run: ``.venv/bin/python bench/node.py`` (about 4 minutes; ``BENCH_SECONDS`` per run,
+``BENCH_THREADS``). Last line: one JSON object ``{"throughput_ratio", "fps",
+"bare_fps", "p50_latency_ms", "p99_latency_ms", "overhead_cpu_ms_346x260",
+"overhead_cpu_ms_640x480", "fps_346x260", "fps_640x480", "p99_latency_ms_346x260",
+"rss_mb", "backend", ...}`` (the unsuffixed figures are 346 x 260 without load).
 """
 
 from __future__ import annotations
@@ -37,12 +48,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILE = ROOT / "config" / "fastdds_localhost.xml"
-DOMAIN_ID = 97
+DOMAIN_ID = int(os.environ.get("BENCH_DOMAIN_ID", "97"))
 THREADS = int(os.environ.get("BENCH_THREADS", "1"))
 CAMERA_FPS = 30.0
 EVENTS_PER_S = 300_000
 PACKET_NS = 10_000_000
-PREROLL_S, MEASURE_S = 4.0, float(os.environ.get('BENCH_SECONDS', '15'))
+PREROLL_S, MEASURE_S = 4.0, float(os.environ.get("BENCH_SECONDS", "12"))
 
 
 def _dds_environment() -> None:
@@ -57,31 +68,43 @@ def _dds_environment() -> None:
     os.environ["ROS_DOMAIN_ID"] = str(DOMAIN_ID)
 
 
-def bare_fps(model_name: str, width: int, height: int, device: str, seconds: float) -> float:
-    """Frames per second of the network alone, batch 1 (median of the timed passes)."""
+def bare_fps(model_name: str, width: int, height: int, device: str, backend: str,
+             seconds: float) -> float:
+    """Frames per second of the network alone through the node's back-end, batch 1
+    (median of the timed passes)."""
     import statistics
 
     import torch
 
     from derain_ros.engine import resolve_dtype
     from derain_ros.model import create_model
+    from derain_ros.runtime import make_runner
 
     dev = torch.device(device)
     dtype = resolve_dtype("auto", dev)
     model = create_model(model_name).to(device=dev, dtype=dtype).eval()
+    runner = make_runner(backend, model, dev, dtype, height, width, threads=THREADS)
     frames, events = model.example_inputs(height, width, device=dev, dtype=dtype)
     times = []
     with torch.inference_mode():
         for _ in range(3):
-            model(frames, events)
+            runner(frames, events)
         start = time.perf_counter()
         while len(times) < 5 or time.perf_counter() - start < seconds:
             t0 = time.perf_counter()
-            model(frames, events)
+            runner(frames, events)
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return 1.0 / statistics.median(times)
+
+
+def peak_rss_mb(pid: int) -> float:
+    """A process's resident-memory high-water mark (VmHWM) in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 class Rig:
@@ -180,11 +203,13 @@ class Rig:
         rclpy.shutdown()
 
 
-def node_run(model_name: str, width: int, height: int, device: str) -> dict[str, float]:
-    """Start the node, stream to it, return its fps and latency percentiles."""
+def node_run(model_name: str, width: int, height: int, device: str, *,
+             backend: str = "auto", load: bool = False) -> dict[str, float | str]:
+    """Start the node, stream to it, return its figures (``load``: burn one core meanwhile)."""
     params = {
         "image_topic": "/bench/image_raw", "event_topic": "/bench/events", "model": model_name,
         "allow_random_weights": True, "device": device, "num_threads": THREADS,
+        "backend": backend,
         "warmup_width": width, "warmup_height": height, "drop_policy": "newest",
         "image_qos_reliability": "reliable", "event_qos_reliability": "reliable",
         "diagnostics_period": 0.5,
@@ -194,10 +219,13 @@ def node_run(model_name: str, width: int, height: int, device: str) -> dict[str,
         cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     log = Path(tempfile.mkstemp(prefix="derain_bench_node_", suffix=".log")[1])
     proc = subprocess.Popen(cmd, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    burner = None
     rig = Rig(width, height)
     try:
         if not rig.wait_ready(proc, 120):
             raise RuntimeError(f"node did not start:\n{log.read_text()}")
+        if load:
+            burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         t0 = 1_700_000_000_000_000_000
         rig.stream(PREROLL_S, t0)
         start = rig.latest()
@@ -206,7 +234,11 @@ def node_run(model_name: str, width: int, height: int, device: str) -> dict[str,
         while len(rig.diagnostics) < n + 2:  # two fresh reports after the stream
             rig.executor.spin_once(timeout_sec=0.1)
         end = rig.latest()
+        rss = peak_rss_mb(proc.pid)
     finally:
+        if burner is not None:
+            burner.kill()
+            burner.wait()
         rig.close()
         proc.terminate()
         try:
@@ -216,14 +248,19 @@ def node_run(model_name: str, width: int, height: int, device: str) -> dict[str,
     frames = int(end["frames_published"]) - int(start["frames_published"])
     received = int(end["frames_received"]) - int(start["frames_received"])
     span = float(end["_stamp"]) - float(start["_stamp"])
-    return {
+    out: dict[str, float | str] = {
         "fps": frames / span, "frames_in_fps": received / span,
         "p50_latency_ms": float(end["latency_p50_ms"]),
         "p99_latency_ms": float(end["latency_p99_ms"]),
-        "inference_p50_ms": float(end["inference_p50_ms"]),
         "dropped_stale": int(end["dropped_stale"]),
         "windows_incomplete": int(end["sync_windows_events_incomplete"]),
+        "rss_mb": rss, "backend": end["backend"],
     }
+    for key in ("infer_ms_p50", "infer_cpu_ms_p50", "overhead_cpu_ms_p50", "overhead_cpu_ms_p99",
+                "overhead_wall_ms_p50", "receive_cpu_ms_p50", "prepare_cpu_ms_p50",
+                "publish_cpu_ms_p50"):
+        out[key] = float(end.get(key, "nan"))
+    return out
 
 
 def main() -> int:
@@ -231,34 +268,80 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(THREADS)
-    results: dict[str, float] = {}
+    load0 = os.getloadavg()[0]
+    results: dict[str, float | str] = {}
     rows = []
-    setups = [("derain_tiny", 346, 260, "cpu")]
+    sizes = [(346, 260), (640, 480)]
+    runs = [("derain_tiny", w, h, "cpu", "auto", load) for w, h in sizes
+            for load in (False, True)]
+    runs.append(("derain_tiny", 346, 260, "cpu", "torch", False))  # memory with torch
     if torch.cuda.is_available():
-        setups.append(("derain_base", 640, 480, "cuda"))
-    for model_name, width, height, device in setups:
-        bare_before = bare_fps(model_name, width, height, device, 8.0)
-        node = node_run(model_name, width, height, device)
-        bare_after = bare_fps(model_name, width, height, device, 8.0)
-        # the less disturbed of the two (this machine is shared): a conservative ratio
-        bare = max(bare_before, bare_after)
-        ratio = node["fps"] / bare
-        rows.append((model_name, f"{width}x{height}", device, bare, node, ratio))
-        key = "" if device == "cpu" else f"{model_name}_{device}_"
+        runs.append(("derain_base", 640, 480, "cuda", "auto", False))
+    bare_cache: dict[tuple[str, int, int, str, str], float] = {}
+    for model_name, width, height, device, backend, load in runs:
+        key = (model_name, width, height, device, backend)
+        fresh = key not in bare_cache
+        before = bare_fps(model_name, width, height, device, backend, 6.0) if fresh else 0.0
+        node = node_run(model_name, width, height, device, backend=backend, load=load)
+        if fresh:  # the less disturbed of the two (this machine is shared)
+            after = bare_fps(model_name, width, height, device, backend, 6.0)
+            bare_cache[key] = max(before, after)
+        bare = bare_cache[key]
+        ratio = float(node["fps"]) / bare
+        rows.append((model_name, f"{width}x{height}", device, backend, load, bare, node, ratio))
+    size_of = {(w, h): f"{w}x{h}" for w, h in sizes}
+    for model_name, size, device, backend, load, bare, node, ratio in rows:
+        if device == "cuda":
+            pre = f"{model_name}_{device}_"
+            results.update({f"{pre}throughput_ratio": round(ratio, 3),
+                            f"{pre}fps": round(float(node["fps"]), 2),
+                            f"{pre}bare_fps": round(bare, 2),
+                            f"{pre}p50_latency_ms": round(float(node["p50_latency_ms"]), 1),
+                            f"{pre}p99_latency_ms": round(float(node["p99_latency_ms"]), 1)})
+            continue
+        if backend == "torch":
+            results["rss_mb_torch"] = round(float(node["rss_mb"]), 1)
+            results["overhead_cpu_ms_346x260_torch"] = round(
+                float(node["overhead_cpu_ms_p50"]), 2)
+            continue
+        suffix = size + ("_load" if load else "")
         results.update({
-            f"{key}throughput_ratio": round(ratio, 3), f"{key}fps": round(node["fps"], 2),
-            f"{key}bare_fps": round(bare, 2),
-            f"{key}p50_latency_ms": round(node["p50_latency_ms"], 1),
-            f"{key}p99_latency_ms": round(node["p99_latency_ms"], 1),
+            f"overhead_cpu_ms_{suffix}": round(float(node["overhead_cpu_ms_p50"]), 2),
+            f"overhead_wall_ms_{suffix}": round(float(node["overhead_wall_ms_p50"]), 2),
+            f"fps_{suffix}": round(float(node["fps"]), 2),
+            f"p50_latency_ms_{suffix}": round(float(node["p50_latency_ms"]), 1),
+            f"p99_latency_ms_{suffix}": round(float(node["p99_latency_ms"]), 1),
+            f"infer_ms_{suffix}": round(float(node["infer_ms_p50"]), 1),
+            f"rss_mb_{suffix}": round(float(node["rss_mb"]), 1),
         })
-    print(f"node vs bare network, torch threads {THREADS}, camera {CAMERA_FPS:.0f} fps, "
-          f"{EVENTS_PER_S // 1000} k events/s, {MEASURE_S:.0f} s measured")
-    print(f"{'model':<13} {'size':<8} {'dev':<5} {'bare fps':>9} {'node fps':>9} {'ratio':>6} "
-          f"{'p50 ms':>7} {'p99 ms':>7} {'infer ms':>8} {'stale':>6}")
-    for model_name, size, device, bare, node, ratio in rows:
-        print(f"{model_name:<13} {size:<8} {device:<5} {bare:>9.2f} {node['fps']:>9.2f} "
-              f"{ratio:>6.3f} {node['p50_latency_ms']:>7.1f} {node['p99_latency_ms']:>7.1f} "
-              f"{node['inference_p50_ms']:>8.1f} {node['dropped_stale']:>6}")
+        if size == size_of[sizes[0]] and not load:
+            results.update({
+                "throughput_ratio": round(ratio, 3), "fps": round(float(node["fps"]), 2),
+                "bare_fps": round(bare, 2),
+                "p50_latency_ms": round(float(node["p50_latency_ms"]), 1),
+                "p99_latency_ms": round(float(node["p99_latency_ms"]), 1),
+                "backend": str(node["backend"]),
+            })
+    results["rss_mb"] = max(float(v) for k, v in results.items()
+                            if k.startswith("rss_mb_") and k != "rss_mb_torch")
+    results["loadavg_start"] = round(load0, 2)
+    results["loadavg_end"] = round(os.getloadavg()[0], 2)
+    print(f"derain_node, threads {THREADS}, camera {CAMERA_FPS:.0f} fps, "
+          f"{EVENTS_PER_S // 1000} k events/s, {MEASURE_S:.0f} s measured per run, "
+          f"load average {load0:.1f} -> {results['loadavg_end']}; ms are per frame; "
+          "overhead = the node's CPU outside inference (receive + prepare + publish)")
+    print(f"{'model':<12} {'size':<8} {'back-end':<9} {'load':<5} {'fps':>6} {'bare':>6} "
+          f"{'ratio':>6} {'p50':>6} {'p99':>6} {'infer':>6} {'ovh cpu':>7} {'(rx/prep/pub)':>16} "
+          f"{'ovh wall':>8} {'RSS MB':>7}")
+    for model_name, size, _device, backend, load, bare, node, ratio in rows:
+        stages = (f"{float(node['receive_cpu_ms_p50']):.1f}/{float(node['prepare_cpu_ms_p50']):.1f}"
+                  f"/{float(node['publish_cpu_ms_p50']):.1f}")
+        print(f"{model_name:<12} {size:<8} {backend:<9} {'yes' if load else 'no':<5} "
+              f"{float(node['fps']):>6.2f} {bare:>6.2f} {ratio:>6.3f} "
+              f"{float(node['p50_latency_ms']):>6.1f} {float(node['p99_latency_ms']):>6.1f} "
+              f"{float(node['infer_ms_p50']):>6.1f} {float(node['overhead_cpu_ms_p50']):>7.2f} "
+              f"{stages:>16} {float(node['overhead_wall_ms_p50']):>8.2f} "
+              f"{float(node['rss_mb']):>7.0f}")
     print(json.dumps(results))
     return 0
 

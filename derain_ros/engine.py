@@ -14,21 +14,28 @@ Arrangements (see :mod:`derain_ros.model.inputs`): ``causal`` derains the newest
 its header), and None for the first one. A window without events (``events_missing``:
 event camera down) gets zero voxel grids - the frames-only fallback - and the result
 says so.
+
+Memory: with the ``onnxruntime`` back-end (``auto`` on a CPU), a checkpoint on disk and
+its graph in the runtime cache, the engine never imports torch (about 200 MB of a small
+computer's memory): the contract, configuration and weights hash come from the
+checkpoint's JSON, inputs are prepared in numpy, and the network is loaded (with torch)
+only if a graph has to be exported or a checkpoint swap validates new weights.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import hashlib
+import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
 from derain_ros.errors import CheckpointError, ConfigError, ModelError
 from derain_ros.events import warm_up as warm_events
@@ -36,18 +43,22 @@ from derain_ros.events.render import render_events
 from derain_ros.model import (
     ARRANGEMENTS,
     CheckpointNotFoundError,
-    DerainNet,
     InputBuilder,
     InputContract,
-    create_model,
+    ModelConfig,
     default_checkpoint_path,
     list_models,
-    load_checkpoint,
     read_checkpoint_info,
 )
+from derain_ros.model.checkpoint_info import checkpoint_config, checkpoint_contract
 from derain_ros.records import EventBatch
-from derain_ros.runtime import Runner, make_runner
+from derain_ros.runtime import OnnxRuntimeRunner, Runner, choose_backend, make_runner
 from derain_ros.sync import FrameWindow
+
+if TYPE_CHECKING:
+    import torch
+
+    from derain_ros.model import DerainNet
 
 __all__ = [
     "DerainEngine",
@@ -58,11 +69,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_DTYPES = ("fp32", "fp16", "bf16")
+_ONNX_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def resolve_device(device: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; anything else as torch names it."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -76,6 +90,8 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     """``auto`` -> bf16 on CUDA where supported (else fp16), fp32 on CPU."""
+    import torch
+
     if dtype == "auto":
         if device.type == "cuda":
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -84,7 +100,25 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         raise ConfigError(f"unknown dtype {dtype!r}; use auto, {', '.join(_DTYPES)}")
     if device.type == "cpu" and dtype == "fp16":
         raise ConfigError("fp16 is not supported on the CPU; use fp32 or bf16")
-    return _DTYPES[dtype]
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]
+
+
+def _cpu_without_torch(device: str, dtype: str, backend: str) -> bool:
+    """Whether this request runs an onnxruntime back-end on the CPU: then the engine
+    needs no torch (decided without importing it)."""
+    from derain_ros.runtime import _device as runtime_device
+
+    if dtype not in ("auto", "fp32"):
+        return False
+    try:
+        kind, _ = runtime_device(device)
+    except ConfigError:
+        return False
+    if kind != "cpu":
+        return False
+    if backend == "auto":
+        backend = choose_backend("cpu", dtype)[0]
+    return backend == "onnxruntime"
 
 
 def _weights_sha(path: str | Path) -> str | None:
@@ -106,7 +140,9 @@ class EngineResult:
         rain: the rain layer, float32 H x W x C clamped to [0, 1], or None.
         events_image: H x W x 3 float32 in [0, 1] (ON blue, OFF red, on black), or None.
         frames_only: True when no events went in (missing, or a frames-only network).
-        timings_ms: ``prepare`` (frame and voxel grid), ``infer``, ``total`` in milliseconds.
+        timings_ms: ``prepare`` (frame and voxel grid), ``infer``, ``total`` wall time in
+            milliseconds, and ``prepare_cpu``, ``infer_cpu``, ``total_cpu``: the calling
+            thread's CPU time over the same stages.
         model: name of the network that produced it.
     """
 
@@ -124,8 +160,8 @@ class _Step:
     """One prepared window (as the :class:`InputBuilder` made it), kept for the next clips."""
 
     window: FrameWindow
-    frame: Tensor  # [C, H, W] on the device, in the network's dtype
-    voxel: Tensor | None  # [bins, H, W] of (t_prev, t]; None for frames-only
+    frame: Any  # [C, H, W]: numpy (onnxruntime) or a tensor on the device, in its dtype
+    voxel: Any  # [bins, H, W] of (t_prev, t], like frame; None for frames-only
     frames_only: bool
 
 
@@ -133,6 +169,31 @@ def events_image(events: EventBatch, height: int, width: int) -> np.ndarray:
     """The window's events as a picture (H x W x 3 float32): ON blue, OFF red, on black;
     the project's one renderer, :func:`derain_ros.events.render.render_events`."""
     return render_events(events, height, width)
+
+
+def _check_weights_file(weights: Path, info: dict[str, Any]) -> None:
+    """Size and SHA-256 of a weights file against its JSON, and a readable safetensors
+    header (the torch-free half of the loader's checks)."""
+    from derain_ros.model.checkpoint_info import CheckpointCorruptError
+
+    if not weights.is_file():
+        raise CheckpointNotFoundError(f"checkpoint weights {weights} not found")
+    blob = weights.read_bytes()
+    want_bytes = info.get("weights_bytes")
+    if want_bytes is not None and len(blob) != want_bytes:
+        raise CheckpointCorruptError(f"{weights}: {len(blob)} bytes, its JSON records "
+                                     f"{want_bytes}")
+    want_sha = info.get("weights_sha256")
+    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
+        raise CheckpointCorruptError(
+            f"{weights}: SHA-256 differs from the one in its JSON (corrupt or edited file)")
+    size = int.from_bytes(blob[:8], "little") if len(blob) >= 8 else -1
+    try:
+        header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None
+    except ValueError:
+        header = None
+    if not isinstance(header, dict):
+        raise CheckpointCorruptError(f"{weights}: not a readable safetensors file")
 
 
 class DerainEngine:
@@ -175,10 +236,18 @@ class DerainEngine:
                               f"{', '.join(ARRANGEMENTS)} (or leave it empty to follow the "
                               "checkpoint)")
         self.requested_arrangement = arrangement or None
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
         self.compile = bool(compile)
         self.backend = "torch_compile" if compile and backend == "torch" else backend
+        self._device: torch.device | None = None
+        self._dtype: torch.dtype | None = None
+        self.device_name, self.dtype_name = "cpu", "float32"
+        light = (isinstance(model, (str, Path))
+                 and _cpu_without_torch(device, dtype, self.backend))
+        if not light:
+            self._device = resolve_device(device)
+            self._dtype = resolve_dtype(dtype, self._device)
+            self.device_name = str(self._device)
+            self.dtype_name = str(self._dtype).removeprefix("torch.")
         self.cache_dir = cache_dir
         self.threads = int(threads)
         self.backend_reason = ""
@@ -189,20 +258,89 @@ class DerainEngine:
         self._lock = threading.Lock()
         self.source = ""
         self._sha: str | None = None  # the loaded checkpoint's weights hash (cache key)
-        net = self._load(model, in_chans, allow_random_weights)
-        net.input_contract.refuse_overrides(self.source, arrangement=self.requested_arrangement)
-        self._builder = InputBuilder(net.input_contract)
-        self._net = self._prepare(net)
-        self._runner = self._make_runner(self._net, self._sha)
+        self._net: DerainNet | None = None  # None: not loaded (onnxruntime from its cache)
+        described = (self._describe(model, in_chans)
+                     if light and isinstance(model, (str, Path)) else None)
+        if described is not None:  # no torch: the checkpoint's JSON and a lazy loader
+            path, config, contract = described
+            contract.refuse_overrides(self.source, arrangement=self.requested_arrangement)
+            self._config = config
+            self._builder = InputBuilder(contract)
+            self._runner = self._make_runner(self._lazy_net(path), self._sha, spec=config)
+        else:
+            if self._device is None:  # random weights or a mismatch: the torch path
+                self._device = resolve_device(device)
+                self._dtype = resolve_dtype(dtype, self._device)
+                self.device_name = str(self._device)
+                self.dtype_name = str(self._dtype).removeprefix("torch.")
+            if self.threads > 0:
+                import torch
+
+                torch.set_num_threads(self.threads)  # also the loading and warm-up
+            net = self._load(model, in_chans, allow_random_weights)
+            net.input_contract.refuse_overrides(self.source,
+                                                arrangement=self.requested_arrangement)
+            self._config = net.config
+            self._builder = InputBuilder(net.input_contract)
+            self._net = self._prepare(net)
+            self._runner = self._make_runner(self._net, self._sha)
         _log.info("runtime back-end %s: %s", self._runner.name, self.backend_reason)
         self._history: collections.deque[_Step] = collections.deque(maxlen=2)
+        self._buffers: tuple[np.ndarray, np.ndarray | None] | None = None
         self.swaps = 0
         self.swap_failures = 0
 
     # ------------------------------------------------------------------ models
 
+    @property
+    def device(self) -> torch.device:
+        """The torch device (imports torch; :attr:`device_name` does not)."""
+        if self._device is None:
+            self._device = resolve_device(self.device_name)
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The torch dtype (imports torch; :attr:`dtype_name` does not)."""
+        if self._dtype is None:
+            self._dtype = resolve_dtype("fp32", self.device)
+        return self._dtype
+
+    def _describe(self, model: str | Path, in_chans: int
+                  ) -> tuple[Path, ModelConfig, InputContract] | None:
+        """Checkpoint path, configuration and contract from its JSON, without torch; None
+        where the torch path must load it (random weights, a configuration that differs
+        from the registered name's: the loader then raises or warns as usual)."""
+        from derain_ros.model import model_config
+        from derain_ros.model.checkpoint_info import checkpoint_paths
+
+        text = str(model)
+        path = default_checkpoint_path(text, in_chans) if text in list_models() else Path(text)
+        weights, description = checkpoint_paths(path)
+        if not (weights.is_file() and description.is_file()):
+            return None
+        info = read_checkpoint_info(path)
+        config = checkpoint_config(info, str(description))
+        if text in list_models() and config != model_config(text, in_chans=in_chans):
+            return None
+        self.source = str(path)
+        self._sha = str(info["weights_sha256"])
+        return path, config, checkpoint_contract(info, str(description))
+
+    def _lazy_net(self, path: Path) -> Any:
+        """A zero-argument loader of the checkpoint's network (called only to export)."""
+        def load() -> DerainNet:
+            from derain_ros.model import load_checkpoint
+
+            _log.info("loading %s with torch to export its graph", path)
+            return self._prepare(load_checkpoint(path))
+
+        return load
+
     def _load(self, model: DerainNet | str | Path, in_chans: int,
               allow_random: bool) -> DerainNet:
+        from derain_ros.model import DerainNet, create_model, load_checkpoint
+
         if isinstance(model, DerainNet):
             self.source = f"<{model.config.name} instance>"
             return model
@@ -230,14 +368,27 @@ class DerainEngine:
         self._sha = _weights_sha(text)
         return net
 
-    def _make_runner(self, net: DerainNet, sha: str | None,
-                     size: tuple[int, int] | None = None) -> Runner:
-        """The runtime back-end running ``net`` (built for ``size`` (H, W) when given)."""
+    def _make_runner(self, net: Any, sha: str | None,
+                     size: tuple[int, int] | None = None, spec: Any = None) -> Runner:
+        """The runtime back-end running ``net`` (a network, or a loader with ``spec``),
+        built for ``size`` (H, W) when given."""
         height, width = size if size is not None else (None, None)
-        runner = make_runner(self.backend, net, self.device, self.dtype, height, width,
-                             self.cache_dir, sha, threads=self.threads)
+        device: Any = self._device if self._device is not None else self.device_name
+        dtype: Any = self._dtype if self._dtype is not None else "fp32"
+        runner = make_runner(self.backend, net, device, dtype, height, width,
+                             self.cache_dir, sha, spec=spec, threads=self.threads)
         self.backend_reason = runner.reason
+        # onnxruntime takes numpy: prepared windows stay numpy (no torch on the path)
+        self._numpy_inputs = isinstance(runner, OnnxRuntimeRunner)
         return runner
+
+    def _inference(self) -> contextlib.AbstractContextManager[Any]:
+        """``torch.inference_mode()`` for the torch back-ends, nothing for onnxruntime."""
+        if self._numpy_inputs:
+            return contextlib.nullcontext()
+        import torch
+
+        return torch.inference_mode()
 
     def _prepare(self, net: DerainNet) -> DerainNet:
         """``net`` frozen in eval mode on the engine's device and dtype."""
@@ -247,9 +398,9 @@ class DerainEngine:
         return net
 
     @property
-    def config(self) -> Any:
+    def config(self) -> ModelConfig:
         """The :class:`~derain_ros.model.ModelConfig` of the current network."""
-        return self._net.config
+        return self._config
 
     @property
     def contract(self) -> InputContract:
@@ -269,7 +420,7 @@ class DerainEngine:
     @property
     def model_name(self) -> str:
         """Name of the current network (``random`` weights noted)."""
-        return self._net.config.name + (" (random weights)" if self.random_weights else "")
+        return self._config.name + (" (random weights)" if self.random_weights else "")
 
     def swap_checkpoint(self, path: str | Path) -> None:
         """Replace the network with a checkpoint's, validating it fully first.
@@ -281,6 +432,13 @@ class DerainEngine:
         its own contract. On any failure the current network stays and
         :class:`CheckpointError` says why.
         """
+        if self._net is None:  # no torch here so far: validate and swap without it
+            self._swap_without_torch(Path(path))
+            return
+        import torch
+
+        from derain_ros.model import load_checkpoint
+
         try:
             net = load_checkpoint(path)
         except CheckpointError:
@@ -289,7 +447,7 @@ class DerainEngine:
         except Exception as err:
             self.swap_failures += 1
             raise CheckpointError(f"cannot load checkpoint {path}: {err}") from err
-        old = self._net.config
+        old = self._config
         if net.config.in_chans != old.in_chans:
             self.swap_failures += 1
             raise CheckpointError(
@@ -322,11 +480,77 @@ class DerainEngine:
             if net.input_contract != self._builder.contract:
                 self._history.clear()  # prepared windows no longer fit the new contract
             self._builder = InputBuilder(net.input_contract)
-            self._net, self._runner = new_net, runner
+            self._net, self._runner, self._config = new_net, runner, new_net.config
             self.random_weights = False
             self.source = str(path)
             self.swaps += 1
         _log.info("switched to checkpoint %s (%s)", path, net.config.name)
+
+    def _swap_without_torch(self, path: Path) -> None:
+        """:meth:`swap_checkpoint` for an engine running onnxruntime without torch.
+
+        The checkpoint's JSON (contract, configuration), its weights file (size, SHA-256,
+        a readable safetensors header) and the same refusals as the torch path; then the
+        runner for the new weights at the running frame size (its graph from the cache,
+        or exported, which loads the network with torch and checks every tensor name and
+        shape) must give finite output on a random clip. Why: importing torch for a swap
+        stalls the node's callbacks for seconds (frames lost around the swap) and brings
+        ~250 MB back into a process that did without.
+        """
+        from derain_ros.model.checkpoint_info import CheckpointCorruptError, checkpoint_paths
+
+        try:
+            info = read_checkpoint_info(path)
+            config = checkpoint_config(info, str(path))
+            contract = checkpoint_contract(info, str(path))
+            weights, _ = checkpoint_paths(path)
+            _check_weights_file(weights, info)
+        except CheckpointError:
+            self.swap_failures += 1
+            raise
+        except Exception as err:
+            self.swap_failures += 1
+            raise CheckpointError(f"cannot load checkpoint {path}: {err}") from err
+        if config.in_chans != self._config.in_chans:
+            self.swap_failures += 1
+            raise CheckpointError(
+                f"checkpoint {path} takes {config.in_chans}-channel frames, the running "
+                f"network {self._config.in_chans}-channel ones")
+        try:
+            contract.refuse_overrides(str(path), arrangement=self.requested_arrangement)
+        except ConfigError as err:
+            self.swap_failures += 1
+            raise CheckpointError(str(err)) from err
+        try:
+            with self._lock:
+                last = self._history[-1].frame if self._history else None
+            height, width = (32, 32) if last is None else (int(last.shape[-2]),
+                                                         int(last.shape[-1]))
+            runner = self._make_runner(self._lazy_net(path), str(info["weights_sha256"]),
+                                       (height, width), spec=config)
+            rng = np.random.default_rng(0)
+            frames = rng.random((1, 3, config.in_chans, height, width), np.float32)
+            events = (rng.standard_normal((1, 2, config.event_bins, height, width),
+                                          np.float32) if config.use_events else None)
+            background, _ = runner(frames, events)
+            if not np.isfinite(background).all():
+                raise CheckpointCorruptError(f"checkpoint {path} gives non-finite output")
+        except CheckpointError:
+            self.swap_failures += 1
+            raise
+        except Exception as err:
+            self.swap_failures += 1
+            raise CheckpointError(f"checkpoint {path} does not run: {err}") from err
+        with self._lock:
+            if contract != self._builder.contract:
+                self._history.clear()
+            self._builder = InputBuilder(contract)
+            self._runner, self._config = runner, config
+            self._sha = str(info["weights_sha256"])
+            self.random_weights = False
+            self.source = str(path)
+            self.swaps += 1
+        _log.info("switched to checkpoint %s (%s)", path, config.name)
 
     # ------------------------------------------------------------------ inference
 
@@ -340,14 +564,25 @@ class DerainEngine:
         start = time.perf_counter()
         warm_events()  # numba kernels: decoders and voxel grid
         with self._lock:
-            net, runner = self._net, self._runner
+            net, runner, config = self._net, self._runner, self._config
         runner.prepare(height, width)
-        frames, events = net.example_inputs(height, width, device=self.device, dtype=self.dtype)
-        with torch.inference_mode():
+        frames: Any
+        events: Any
+        if self._numpy_inputs or net is None:
+            rng = np.random.default_rng(0)
+            frames = rng.random((1, 3, config.in_chans, height, width), np.float32)
+            events = (rng.standard_normal((1, 2, config.event_bins, height, width),
+                                          np.float32) if config.use_events else None)
+        else:
+            frames, events = net.example_inputs(height, width, device=self.device,
+                                                dtype=self.dtype)
+        with self._inference():
             for _ in range(max(1, runs)):
                 runner(frames, events)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self._device is not None and self._device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self._device)
         return time.perf_counter() - start
 
     def reset(self) -> None:
@@ -355,10 +590,30 @@ class DerainEngine:
         with self._lock:
             self._history.clear()
 
-    def _tensor(self, array: np.ndarray) -> Tensor:
+    def _clip_buffers(self, frame: np.ndarray, voxel: np.ndarray | None
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+        """``[1, 3, C, H, W]`` and ``[1, 2, bins, H, W]`` float32 buffers for the clip of
+        windows shaped like ``frame``/``voxel``, reused from frame to frame (the worker
+        is the only caller, and the back-end is done with them when it returns)."""
+        f_shape = (1, 3, *frame.shape)
+        e_shape = None if voxel is None else (1, 2, *voxel.shape)
+        bufs = self._buffers
+        if bufs is None or bufs[0].shape != f_shape or (
+                None if bufs[1] is None else bufs[1].shape) != e_shape:
+            bufs = (np.empty(f_shape, np.float32),
+                    None if e_shape is None else np.empty(e_shape, np.float32))
+            self._buffers = bufs
+        return bufs
+
+    def _tensor(self, array: np.ndarray) -> Any:
+        """A prepared array as the runner takes it: as is (onnxruntime), or a tensor."""
+        if self._numpy_inputs:
+            return array
+        import torch
+
         return torch.from_numpy(array).to(device=self.device, dtype=self.dtype)
 
-    def _dump(self, window: FrameWindow, frames: Tensor, events: Tensor | None) -> None:
+    def _dump(self, window: FrameWindow, frames: Any, events: Any) -> None:
         """Write the exact tensors handed to the network (``dump_inputs``), one file each.
 
         Why: the only way to check, on a deployed node, that it feeds the network what
@@ -367,9 +622,14 @@ class DerainEngine:
         """
         if self.dump_inputs is None:
             return
-        arrays: dict[str, Any] = {"frames": frames.float().cpu().numpy()}
+        def host(x: Any) -> np.ndarray:
+            out: np.ndarray = (np.asarray(x, np.float32) if isinstance(x, np.ndarray)
+                               else x.float().cpu().numpy())
+            return out
+
+        arrays: dict[str, Any] = {"frames": host(frames)}
         if events is not None:
-            arrays["events"] = events.float().cpu().numpy()
+            arrays["events"] = host(events)
         self.dump_inputs.mkdir(parents=True, exist_ok=True)
         np.savez(self.dump_inputs / f"{int(window.t_ns)}.npz", **arrays)
 
@@ -379,7 +639,7 @@ class DerainEngine:
         Raises :class:`ModelError` when the network fails on this input (e.g. a frame of a
         size it cannot take); the history is left as it was.
         """
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.thread_time()
         with self._lock:
             if window.t_prev_ns is None:  # a new stream (start, clock reset)
                 self._history.clear()
@@ -391,7 +651,7 @@ class DerainEngine:
         height, width = frame.shape[-2:]
         if history and tuple(history[-1].frame.shape) != tuple(frame.shape):
             history = []  # the frame size changed: a new stream
-        t_prep = time.perf_counter()
+        t_prep, c_prep = time.perf_counter(), time.thread_time()
         step = _Step(window, frame, voxel, frames_only=voxel is None or window.events_missing)
         if builder.needs_next and not history:
             with self._lock:
@@ -405,11 +665,21 @@ class DerainEngine:
         target = seq[t]
         frames_only = any(s.frames_only for s in seq[t:])
         try:
-            clip, ev = builder.clip_at([s.frame for s in seq], [s.voxel for s in seq], t)
+            frames_in = [s.frame for s in seq]
+            voxels_in = [s.voxel for s in seq]
+            if self._numpy_inputs:  # into buffers kept between frames: no stacking copies
+                buf_frames, buf_events = self._clip_buffers(frames_in[-1], voxels_in[-1])
+                clip, ev = builder.clip_into(frames_in, voxels_in, t, buf_frames[0],
+                                             None if buf_events is None else buf_events[0])
+                batch_frames = buf_frames
+                batch_events = None if ev is None else buf_events
+            else:
+                clip, ev = builder.clip_at(frames_in, voxels_in, t)
+                batch_frames, batch_events = clip[None], None if ev is None else ev[None]
             if self.dump_inputs is not None:
                 self._dump(target.window, clip, ev)
-            with torch.inference_mode():
-                background, rain = runner(clip[None], None if ev is None else ev[None])
+            with self._inference():
+                background, rain = runner(batch_frames, batch_events)
             derained = background[0].transpose(1, 2, 0)  # clamped to [0, 1] by the runner
             rain_np = (np.clip(rain[0].transpose(1, 2, 0), 0.0, 1.0) if self.want_rain
                        else None)
@@ -417,7 +687,7 @@ class DerainEngine:
             raise
         except Exception as err:  # torch's RuntimeError, onnxruntime's own exceptions
             raise ModelError(f"inference failed on a {width}x{height} frame: {err}") from err
-        t_inf = time.perf_counter()
+        t_inf, c_inf = time.perf_counter(), time.thread_time()
         if not np.isfinite(derained).all():
             derained = np.nan_to_num(derained, nan=0.0, posinf=1.0, neginf=0.0)
         ev_img = None
@@ -425,10 +695,13 @@ class DerainEngine:
             ev_img = events_image(target.window.events, int(height), int(width))
         with self._lock:
             self._history.append(step)
-        t_end = time.perf_counter()
+        t_end, c_end = time.perf_counter(), time.thread_time()
         timings = {
             "prepare": (t_prep - t_start) * 1e3,
             "infer": (t_inf - t_prep) * 1e3, "total": (t_end - t_start) * 1e3,
+            # CPU time of the calling thread (a back-end's own pool threads not counted)
+            "prepare_cpu": (c_prep - c_start) * 1e3, "infer_cpu": (c_inf - c_prep) * 1e3,
+            "total_cpu": (c_end - c_start) * 1e3,
         }
         return EngineResult(target.window, derained, rain_np, ev_img, frames_only, timings,
                             self.model_name)

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from derain_ros.errors import DerainError
+from derain_ros.events._jit import HAVE_NUMBA, njit
 
 __all__ = [
     "ENCODINGS",
@@ -168,6 +169,36 @@ def to_network(array: np.ndarray, encoding: str) -> np.ndarray:
     return out
 
 
+@njit
+def _quantize_kernel(image: np.ndarray, peak: np.ndarray, out: np.ndarray) -> None:
+    """``out = clip(rint(image * peak), 0, peak)`` for an H x W x C float32 ``image`` of
+    any strides (the network's CHW output seen as HWC) into a C-contiguous ``out``.
+    ``peak`` is a float32 0-d array. NaN gives 0."""
+    p = peak[()]
+    zero = np.float32(0.0)
+    for y in range(image.shape[0]):
+        for x in range(image.shape[1]):
+            for c in range(image.shape[2]):
+                v = np.rint(image[y, x, c] * p)
+                v = v if v > zero else zero
+                out[y, x, c] = v if v < p else p
+
+
+def _quantize(image: np.ndarray, dtype: Any, peak: float) -> np.ndarray:
+    """``np.clip(np.rint(image * peak), 0, peak).astype(dtype)`` (float32 arithmetic): the
+    same values, for H x W x C float32 input in one numba pass into one C-contiguous
+    array. Why: numpy's expression allocates four full-size temporaries, and on the
+    node's publish path their allocation and first touch (page faults) cost several
+    times the arithmetic (640 x 480: ~3.6 ms vs ~0.7 ms, bench/RESULTS.md)."""
+    img = np.asarray(image, np.float32)
+    if HAVE_NUMBA and img.ndim == 3:
+        out = np.empty(img.shape, dtype)
+        _quantize_kernel(img, np.array(peak, np.float32), out)
+        return out
+    quantized: np.ndarray = np.clip(np.rint(img * peak), 0, peak).astype(dtype)
+    return quantized
+
+
 def from_network(image: np.ndarray, encoding: str) -> np.ndarray:
     """Inverse of :func:`to_network` for publishing: float [0, 1] -> the encoding's layout.
 
@@ -178,7 +209,7 @@ def from_network(image: np.ndarray, encoding: str) -> np.ndarray:
     if spec.to_rgb is not None and spec.from_rgb is None:
         raise ImageEncodingError(f"cannot encode back to {encoding}; publish as rgb8/rgb16")
     peak = float(np.iinfo(spec.dtype).max)
-    arr = np.clip(np.rint(np.asarray(image, np.float32) * peak), 0, peak).astype(spec.dtype)
+    arr = _quantize(image, spec.dtype, peak)
     if spec.channels == 1:
         return arr[:, :, 0] if arr.ndim == 3 else arr
     if arr.ndim != 3 or arr.shape[2] != 3:

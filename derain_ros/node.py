@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from dv_ros2_msgs.msg import EventArray
 from event_camera_msgs.msg import EventPacket
@@ -83,6 +82,7 @@ from derain_ros.errors import ConfigError, DerainError, ModelError
 from derain_ros.images import from_network
 from derain_ros.model import default_checkpoint_path
 from derain_ros.ros import (
+    FrameCost,
     LatencyWindow,
     RateMeter,
     array_msg,
@@ -91,6 +91,7 @@ from derain_ros.ros import (
     header_from,
     image_msg,
     max_encoded_bytes,
+    memory_mb,
     network_image_msg,
     qos_profile,
     shm_segment_bytes,
@@ -422,8 +423,6 @@ class DerainNode(Node):
         values = {p: self.get_parameter(p).value for p in PARAMETERS}
         self.config = NodeConfig.from_values(values)
         cfg = self.config
-        if cfg.num_threads > 0:
-            torch.set_num_threads(cfg.num_threads)
         source = cfg.checkpoint or cfg.model
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
@@ -450,6 +449,7 @@ class DerainNode(Node):
         self.packets_in = RateMeter()
         self.latency = LatencyWindow()
         self.infer_ms = LatencyWindow()
+        self.cost = FrameCost()  # the node's own per-frame cost outside inference
         self.drops: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
         self.last_problem = ""
@@ -505,8 +505,8 @@ class DerainNode(Node):
         self._worker.start()
         self.get_logger().info(
             f"deraining {cfg.image_topic} with {cfg.event_topic} ({cfg.event_msg_type}) "
-            f"using {self.engine.model_name} on {self.engine.device} "
-            f"({str(self.engine.dtype).removeprefix('torch.')}), drop_policy "
+            f"using {self.engine.model_name} on {self.engine.device_name} "
+            f"({self.engine.dtype_name}), drop_policy "
             f"{cfg.drop_policy}; runtime {self.engine.backend_name} "
             f"({self.engine.backend_reason}); input contract {self.engine.contract}")
 
@@ -536,6 +536,7 @@ class DerainNode(Node):
 
     def _on_image(self, msg: Any) -> None:
         arrival = time.monotonic_ns()
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         self.frames_in.tick(arrival)
         self._last_frame_in_ns = arrival
         if self._unpublished_since is None:
@@ -565,6 +566,8 @@ class DerainNode(Node):
             while len(self._arrivals) > 256:
                 self._arrivals.popitem(last=False)
             windows = self.sync.add_frame(frame, None, stamp, msg.header.frame_id)
+        self.cost.charge(c0, w0)
+        self.cost.frame_received(stamp)
         self._enqueue(windows)
 
     def _too_large(self, width: int, height: int) -> None:
@@ -573,14 +576,17 @@ class DerainNode(Node):
                       f"{self.config.max_frame_pixels}: dropped")
 
     def _on_packet(self, msg: Any) -> None:
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         self.packets_in.tick()
         with self._sync_lock:
             windows = self.sync.add_events(
                 memoryview(msg.events), msg.time_base, msg.encoding, msg.width, msg.height,
                 stamp_to_ns(msg.header.stamp), msg.seq)
         self._enqueue(windows)
+        self.cost.charge(c0, w0)
 
     def _on_event_array(self, msg: Any) -> None:
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         self.packets_in.tick()
         try:
             batch = event_array_msg_to_batch(msg)
@@ -591,11 +597,14 @@ class DerainNode(Node):
         with self._sync_lock:
             windows = self.sync.add_decoded(batch, stamp_to_ns(msg.header.stamp))
         self._enqueue(windows)
+        self.cost.charge(c0, w0)
 
     def _on_poll(self) -> None:
+        c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         with self._sync_lock:
             windows = self.sync.poll()
         self._enqueue(windows)
+        self.cost.charge(c0, w0)
         if self._pending_model is not None:
             self._show_model(self._pending_model)
 
@@ -615,27 +624,33 @@ class DerainNode(Node):
             window = self.handover.get(timeout=0.1)
             if window is None:
                 continue
+            c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
             try:
-                self._work_on(window)
+                result = self._work_on(window)
             finally:
                 self.handover.done()
+            if result is not None:
+                self.cost.frame_done(result.window.stamp_ns, time.thread_time_ns() - c0,
+                                     time.perf_counter_ns() - w0, result.timings_ms)
 
-    def _work_on(self, window: Any) -> None:
-        """Derain and publish one window; every way it can end is counted."""
+    def _work_on(self, window: Any) -> Any:
+        """Derain and publish one window; every way it can end is counted.
+
+        Returns the published result (None when nothing was published)."""
         try:
             result = self.engine.process(window)
         except (ModelError, DerainError) as err:
             self._problem("inference_error", self.errors, str(err))
-            return
+            return None
         except Exception as err:  # the worker must survive anything one frame does
             self._problem("inference_error", self.errors, repr(err))
-            return
+            return None
         if result is None:
             self.held += 1
-            return
+            return None
         if self._stop.is_set():  # shutting down: the publishers may be gone
             self.drops["shutdown"] += 1
-            return
+            return None
         try:
             msg = network_image_msg(result.derained, result.window.image.encoding,
                                     header_from(result.window.stamp_ns,
@@ -644,11 +659,12 @@ class DerainNode(Node):
             self.pub_image.publish(msg)
         except Exception as err:
             self._problem("publish_error", self.errors, repr(err))
-            return
+            return None
         try:
             self._published(result, msg.header)
         except Exception as err:  # the extra outputs; the frame itself is out
             self._problem("publish_extra_error", self.errors, repr(err))
+        return result
 
     def _check_shm(self, msg: Any) -> None:
         """Count (and log) an output over the DDS shared-memory segment: it vanishes."""
@@ -722,13 +738,14 @@ class DerainNode(Node):
             "latency_p50_ms": self.latency.percentile(50),
             "latency_p99_ms": self.latency.percentile(99),
             "inference_p50_ms": self.infer_ms.percentile(50),
+            "infer_ms_p50": self.infer_ms.percentile(50),
             "dropped_stale": self.handover.dropped_stale,
             "dropped_queue_full": self.handover.dropped_full,
             "queue_length": len(self.handover),
             "buffer_fill": sc["buffer_bytes"] / self.config.max_buffer_bytes,
             "events_silent": self.sync.events_silent,
-            "device": str(self.engine.device),
-            "dtype": str(self.engine.dtype).removeprefix("torch."),
+            "device": self.engine.device_name,
+            "dtype": self.engine.dtype_name,
             "backend": self.engine.backend_name,
             "backend_reason": self.engine.backend_reason,
             "model": self.engine.model_name,
@@ -757,6 +774,8 @@ class DerainNode(Node):
         values["max_frame_bytes"] = self.max_frame_bytes
         values["shm_segment_bytes"] = self.shm_segment_bytes or 0
         values["duplicate_node_name"] = self.duplicate_name
+        values.update(self.cost.values())  # overhead_cpu_ms_p50, overhead_wall_ms_p50, ...
+        values.update(memory_mb())  # rss_mb, rss_peak_mb
         return values
 
     def _accounting(self) -> dict[str, int]:

@@ -81,7 +81,9 @@ def test_causal_results_are_for_the_newest_frame(tiny) -> None:
         assert r.derained.min() >= 0.0 and r.derained.max() <= 1.0
         assert r.rain.shape == (H, W, 3) and r.events_image.shape == (H, W, 3)
         assert not r.frames_only
-        assert set(r.timings_ms) == {"prepare", "infer", "total"}
+        assert set(r.timings_ms) == {"prepare", "infer", "total", "prepare_cpu",
+                                     "infer_cpu", "total_cpu"}
+        assert all(v >= 0.0 for v in r.timings_ms.values())
 
 
 def test_centre_arrangement_lags_one_frame() -> None:

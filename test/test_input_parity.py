@@ -62,7 +62,7 @@ def _node(checkpoint: Path, dump: Path, log: Path, name: str) -> subprocess.Pope
     cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}"]
     for kv in (f"checkpoint:={checkpoint}", f"dump_inputs_dir:={dump}", "device:=cpu",
                "num_threads:=1", "drop_policy:=block", "image_qos_reliability:=reliable",
-               "event_qos_reliability:=reliable", "warmup_width:=0", "warmup_height:=0"):
+               "event_qos_reliability:=reliable", "warmup_width:=64", "warmup_height:=48"):
         cmd += ["-p", kv]
     return subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=log.open("wb"),
                             stderr=subprocess.STDOUT, cwd=ROOT)

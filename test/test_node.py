@@ -281,6 +281,12 @@ def test_frames_and_events_in_derained_frames_out(rig: Rig, node_proc) -> None:
     assert d["random_weights"] == str(not SHIPPED) and int(d["sync_events_in"]) > 0
     assert float(d["latency_p99_ms"]) > 0
     assert d["device"] == "cpu" and d["dtype"] == "float32"
+    # the node's own cost outside inference, by stage, and its memory
+    for key in ("overhead_cpu_ms_p50", "overhead_wall_ms_p50", "infer_ms_p50",
+                "receive_cpu_ms_p50", "prepare_cpu_ms_p50", "publish_cpu_ms_p50"):
+        assert 0 < float(d[key]) < 10_000, (key, d[key])
+    assert float(d["overhead_wall_ms_p50"]) < float(d["latency_p99_ms"])
+    assert 50 < float(d["rss_peak_mb"]) < 100_000 and float(d["rss_mb"]) > 50
 
 
 ENCODINGS = ["rgb8", "bgr8", "rgba8", "bgra8", "mono8", "mono16", "bayer_rggb8",

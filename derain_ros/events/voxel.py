@@ -35,18 +35,20 @@ Ours with ``B + 1`` bins over ``(t_first, t_last]``, first ``B`` bins, plus the 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import torch
 
 from derain_ros.events._jit import KFloat, KInt, njit
 from derain_ros.events._scratch import thread_buffer
 from derain_ros.events.errors import EventError
 from derain_ros.records import EventBatch
 
-__all__ = ["QUANTUM_BITS", "count_image", "voxel_grid", "voxel_grid_numpy",
-           "voxel_grid_torch", "warm_up"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["QUANTUM_BITS", "count_image", "count_image_numpy", "normalize_meanstd_numpy",
+           "voxel_grid", "voxel_grid_numpy", "voxel_grid_torch", "warm_up"]
 
 #: the bin position is rounded to multiples of 2^-QUANTUM_BITS of a bin
 QUANTUM_BITS = 12
@@ -288,6 +290,8 @@ def _scratch(size: int) -> np.ndarray:
 def voxel_grid_torch(events: EventBatch, t0_ns: int, t1_ns: int, bins: int,
                      device: torch.device | str | None = None) -> torch.Tensor:
     """The torch path (any device): un-normalised ``[bins, H, W]`` float32, same numbers."""
+    import torch
+
     scale = _check(events, t0_ns, t1_ns, bins, "none")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     w, h = events.width, events.height
@@ -311,6 +315,8 @@ def voxel_grid_torch(events: EventBatch, t0_ns: int, t1_ns: int, bins: int,
 
 
 def _normalize_meanstd(grid: torch.Tensor) -> torch.Tensor:
+    import torch
+
     nonzero = grid != 0
     n = int(nonzero.sum())
     if n == 0:
@@ -323,6 +329,31 @@ def _normalize_meanstd(grid: torch.Tensor) -> torch.Tensor:
     return torch.where(nonzero, (v - mean) / std, torch.zeros_like(v)).to(torch.float32)
 
 
+def normalize_meanstd_numpy(grid: np.ndarray) -> np.ndarray:
+    """``meanstd`` normalisation in numpy: the same bits as the torch path's.
+
+    The non-zero cells get ``(v - mean) / std`` over the non-zero cells, computed in
+    float64 and rounded once to float32; zeros stay zero. Same operations in the same
+    precision as :func:`_normalize_meanstd`. The two float64 sums are exact whenever
+    the sum of squares stays below 2**29 (cells are float32 multiples of 2**-12, their
+    squares multiples of 2**-24), e.g. a million cells of magnitude up to 20: then
+    their order does not matter and the results are the torch path's bit for bit
+    (tested); beyond that they may differ in the last bit.
+    """
+    nonzero = grid != 0
+    n = int(np.count_nonzero(nonzero))
+    if n == 0:
+        return grid
+    v = grid.astype(np.float64)
+    mean = v.sum() / n
+    var = max(float(np.dot(v.ravel(), v.ravel())) / n - mean * mean, 0.0)
+    std = float(np.sqrt(var))
+    std = std if std > 0 else 1.0
+    out: np.ndarray = ((v - mean) / std).astype(np.float32)
+    out[~nonzero] = 0.0
+    return out
+
+
 def voxel_grid(events: EventBatch, t0_ns: int, t1_ns: int, bins: int, *,
                normalize: Normalize = "none",
                device: torch.device | str | None = None) -> torch.Tensor:
@@ -332,6 +363,8 @@ def voxel_grid(events: EventBatch, t0_ns: int, t1_ns: int, bins: int, *,
     cpu) the numba kernel fills the grid; elsewhere the torch path does; both give the
     same numbers.
     """
+    import torch
+
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cpu":
         grid = torch.from_numpy(voxel_grid_numpy(events, t0_ns, t1_ns, bins))
@@ -347,12 +380,12 @@ def voxel_grid(events: EventBatch, t0_ns: int, t1_ns: int, bins: int, *,
 def count_image(events: EventBatch, *, device: torch.device | str | None = None
                 ) -> torch.Tensor:
     """Per-pixel event counts ``[2, H, W]`` float32: channel 0 OFF, channel 1 ON."""
+    import torch
+
     w, h = events.width, events.height
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if dev.type == "cpu":
-        out = np.zeros(2 * h * w, np.float32)
-        _count_kernel(events.x, events.y, events.p, w, h, out)
-        return torch.from_numpy(out.reshape(2, h, w))
+        return torch.from_numpy(count_image_numpy(events))
     idx = (torch.as_tensor(events.p, device=dev).to(torch.int64).clamp(max=1) * (h * w)
            + torch.as_tensor(events.y.astype(np.int64), device=dev) * w
            + torch.as_tensor(events.x.astype(np.int64), device=dev))
@@ -360,10 +393,18 @@ def count_image(events: EventBatch, *, device: torch.device | str | None = None
     return counts.reshape(2, h, w)
 
 
+def count_image_numpy(events: EventBatch) -> np.ndarray:
+    """:func:`count_image` on the CPU, as numpy (no torch)."""
+    w, h = events.width, events.height
+    out = np.zeros(2 * h * w, np.float32)
+    _count_kernel(events.x, events.y, events.p, w, h, out)
+    return out.reshape(2, h, w)
+
+
 def warm_up() -> None:
     """Compile the voxel (fast and plain) and count kernels on a tiny input."""
     ev = EventBatch(np.array([1, 2], np.int64), np.array([0, 1]), np.array([0, 1]),
                     np.array([0, 1]), 2, 2)
-    voxel_grid(ev, 0, 2, 2)
-    voxel_grid(ev, 0, 2, 1)
-    count_image(ev)
+    voxel_grid_numpy(ev, 0, 2, 2)
+    voxel_grid_numpy(ev, 0, 2, 1)
+    count_image_numpy(ev)

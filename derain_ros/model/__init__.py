@@ -39,29 +39,19 @@ Contract (what the engine, the node and the training package code against):
 - ``export_onnx(model, path, height, width, opset=17)`` and ``verify_onnx(...)``.
 """
 
-from derain_ros.model.checkpoint import (
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from derain_ros.model.checkpoint_info import (
     CheckpointConfigMismatchError,
     CheckpointCorruptError,
     CheckpointKeyMismatchError,
     CheckpointNotFoundError,
     CheckpointShapeMismatchError,
-    load_checkpoint,
-    load_weights,
     read_checkpoint_info,
-    save_checkpoint,
 )
 from derain_ros.model.config import ModelConfig, ModelConfigError
 from derain_ros.model.contract import ARRANGEMENTS, InputContract, InputContractError
-from derain_ros.model.derain_net import (
-    CLIP_FRAMES,
-    CLIP_INTERVALS,
-    DerainNet,
-    DerainOutput,
-    ModelInputError,
-    ScaleFeatures,
-)
-from derain_ros.model.export import OnnxExportError, export_onnx, verify_onnx
-from derain_ros.model.factory import create_model
 from derain_ros.model.inputs import CLIP_TARGET, InputBuilder, build_clip, mirror_voxel
 from derain_ros.model.registry import (
     DEFAULT_MODEL,
@@ -71,6 +61,42 @@ from derain_ros.model.registry import (
     model_config,
     register_model,
 )
+
+if TYPE_CHECKING:
+    from derain_ros.model.checkpoint import load_checkpoint, load_weights, save_checkpoint
+    from derain_ros.model.derain_net import (
+        CLIP_FRAMES,
+        CLIP_INTERVALS,
+        DerainNet,
+        DerainOutput,
+        ModelInputError,
+        ScaleFeatures,
+    )
+    from derain_ros.model.export import OnnxExportError, export_onnx, verify_onnx
+    from derain_ros.model.factory import create_model
+
+#: What needs torch, imported at first use (PEP 562): importing this package (the input
+#: contract and builder, the registry, checkpoint descriptions) does not import torch,
+#: so a node on the onnxruntime back-end never loads it.
+_LAZY = {
+    "load_checkpoint": "checkpoint", "load_weights": "checkpoint",
+    "save_checkpoint": "checkpoint",
+    "CLIP_FRAMES": "derain_net", "CLIP_INTERVALS": "derain_net", "DerainNet": "derain_net",
+    "DerainOutput": "derain_net", "ModelInputError": "derain_net",
+    "ScaleFeatures": "derain_net",
+    "OnnxExportError": "export", "export_onnx": "export", "verify_onnx": "export",
+    "create_model": "factory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"derain_ros.model.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ARRANGEMENTS",

@@ -5,7 +5,14 @@ core (sync, events, model, engine) stays ROS-free.
 """
 
 from derain_ros.ros.dds import max_encoded_bytes, shm_segment_bytes
-from derain_ros.ros.diagnostics import LatencyWindow, RateMeter, array_msg, status_msg
+from derain_ros.ros.diagnostics import (
+    FrameCost,
+    LatencyWindow,
+    RateMeter,
+    array_msg,
+    memory_mb,
+    status_msg,
+)
 from derain_ros.ros.messages import (
     HAVE_CV_BRIDGE,
     frame_from_msg,
@@ -20,6 +27,7 @@ from derain_ros.ros.qos import RELIABILITIES, qos_profile
 __all__ = [
     "HAVE_CV_BRIDGE",
     "RELIABILITIES",
+    "FrameCost",
     "LatencyWindow",
     "RateMeter",
     "array_msg",
@@ -28,6 +36,7 @@ __all__ = [
     "header_from",
     "image_msg",
     "max_encoded_bytes",
+    "memory_mb",
     "network_image_msg",
     "qos_profile",
     "shm_segment_bytes",

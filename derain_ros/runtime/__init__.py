@@ -133,7 +133,14 @@ def _dtype(dtype: Any) -> str:
 
 
 def _cuda_present() -> bool:
-    """Whether a CUDA device is usable: torch's answer when torch is installed."""
+    """Whether a CUDA device is usable: torch's answer when torch is installed.
+
+    Without an NVIDIA driver (no ``/proc/driver/nvidia``, ``/dev/nvidia0``, WSL's
+    ``/dev/dxg``) the answer is no without asking torch, so choosing a CPU back-end does
+    not load torch.
+    """
+    if not any(os.path.exists(p) for p in ("/proc/driver/nvidia", "/dev/nvidia0", "/dev/dxg")):
+        return False
     if importlib.util.find_spec("torch") is not None:
         import torch
 

@@ -164,6 +164,11 @@ class OnnxRuntimeRunner:
         options.execution_mode = self.ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3  # errors only: the providers' warnings are noise here
+        if self.provider == "cpu":
+            # Memory patterns pre-plan one block per size for all activations: on the CPU
+            # they bought no speed for derain_tiny and cost 16 MB at 346x260, 68 MB at
+            # 640x480 of peak RSS (bench/RESULTS.md, "Node: its own cost").
+            options.enable_mem_pattern = False
         try:
             session = self.ort.InferenceSession(str(path), options,
                                                 providers=self._providers(key))
