@@ -47,14 +47,13 @@ from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-from derain_ros.events.voxel import normalize_meanstd_numpy, voxel_grid_numpy
 from derain_ros.model.contract import InputContract, InputContractError
-from derain_ros.model.half import round_to_half_
-from derain_ros.records import EventBatch
-from derain_ros.sync import FrameWindow
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the numba kernels load when a builder first prepares something)
     from torch import Tensor
+
+    from derain_ros.records import EventBatch
+    from derain_ros.sync import FrameWindow
 
 #: numpy arrays or torch tensors (the clip helpers return the kind they are given)
 Array = TypeVar("Array", np.ndarray, "Tensor")
@@ -170,6 +169,8 @@ class InputBuilder:
         """``out`` (a float32 C-contiguous array this builder made) rounded in place to
         the contract's precision: float16 values as ``astype(float16)`` gives them (IEEE
         round to nearest even), in one pass without a copy (:func:`round_to_half_`)."""
+        from derain_ros.model.half import round_to_half_
+
         return out if self._round is None else round_to_half_(out)
 
     def frame(self, image: np.ndarray) -> np.ndarray:
@@ -199,6 +200,8 @@ class InputBuilder:
             return None
         if events is None or not len(events):
             return np.zeros((c.event_bins, height, width), np.float32)
+        from derain_ros.events.voxel import normalize_meanstd_numpy, voxel_grid_numpy
+
         grid = voxel_grid_numpy(events, t0_ns, t1_ns, c.event_bins)
         if c.voxel_normalize == "meanstd":
             grid = normalize_meanstd_numpy(grid)
