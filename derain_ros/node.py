@@ -413,11 +413,53 @@ def descriptor(name: str, spec: Param) -> ParameterDescriptor:
     return d
 
 
+#: Parameters every rclpy node may be given besides ours (and ``qos_overrides.*``).
+_ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
+
+
+def refuse_unknown_parameters(given: Any) -> None:
+    """Refuse parameters (from a params file or ``-p``) that this node does not have.
+
+    Why: rclpy silently ignores a parameter nobody declares, so a misspelled one (say
+    ``drop_polcy: block``) would leave the default running without a word. The message
+    names each unknown parameter and the closest known names.
+    """
+    import difflib
+
+    unknown = sorted(n for n in given if n not in PARAMETERS and n not in _ROS_PARAMETERS
+                     and not n.startswith("qos_overrides."))
+    if unknown:
+        hints = []
+        for n in unknown:
+            close = difflib.get_close_matches(n, list(PARAMETERS), n=2)
+            hints.append(n + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+        raise ConfigError("unknown parameter(s): " + ", ".join(hints)
+                          + "; every parameter with its description: config/derain.yaml")
+
+
+def check_params_file(path: Path) -> None:
+    """Refuse a params file that does not exist or is not a ROS 2 parameters YAML."""
+    import yaml
+
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ConfigError(f"params file {path} is not YAML: {err}") from err
+    if not isinstance(data, dict) or not all(
+            isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
+            for v in data.values()):
+        raise ConfigError(f"params file {path} is not a ROS 2 parameters file: expected "
+                          "NODE_NAME (or /**): ros__parameters: {name: value, ...}")
+
+
 class DerainNode(Node):
     """See the module docstring."""
 
     def __init__(self, name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(name, **kwargs)
+        refuse_unknown_parameters(self._parameter_overrides)
         for pname, spec in PARAMETERS.items():
             self.declare_parameter(pname, spec.default, descriptor(pname, spec))
         values = {p: self.get_parameter(p).value for p in PARAMETERS}
@@ -934,8 +976,7 @@ def ros_argv(args: argparse.Namespace) -> list[str]:
     """The ``--ros-args`` list that :func:`run` gives rclpy for these arguments."""
     argv = ["derain_node", "--ros-args", "-r", f"__node:={args.name}"]
     if args.params_file is not None:
-        if not Path(args.params_file).is_file():
-            raise ConfigError(f"params file {args.params_file} does not exist")
+        check_params_file(Path(args.params_file))
         argv += ["--params-file", str(args.params_file)]
     for name in ("model", "checkpoint", "device"):
         if getattr(args, name):

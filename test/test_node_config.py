@@ -89,6 +89,39 @@ def test_run_builds_the_same_ros_arguments(tmp_path) -> None:
         node.ros_argv(args)
 
 
+def test_unknown_parameters_and_bad_params_files_are_refused_by_name(tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"drop_polcy \(did you mean drop_policy\?\)"):
+        node.refuse_unknown_parameters({"drop_polcy": "block", "device": "cpu"})
+    node.refuse_unknown_parameters({"device": "cpu", "use_sim_time": True,
+                                    "qos_overrides./event_camera/events.subscription.depth": 5})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("/**:\n  ros__parameters: {device: [cpu\n")
+    with pytest.raises(ConfigError, match="is not YAML"):
+        node.check_params_file(bad)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("device: cpu\n")
+    with pytest.raises(ConfigError, match="not a ROS 2 parameters file"):
+        node.check_params_file(flat)
+    node.check_params_file(ROOT / "config" / "derain.yaml")
+
+
+@pytest.mark.ros
+def test_node_refuses_to_start_with_a_misspelled_parameter(tmp_path) -> None:
+    """Through a real node process: rclpy alone would ignore the unknown name silently."""
+    import subprocess
+    import sys
+
+    from conftest import ros_env
+
+    params = tmp_path / "p.yaml"
+    params.write_text("/**:\n  ros__parameters:\n    drop_polcy: block\n")
+    res = subprocess.run([sys.executable, "-m", "derain_ros.cli", "run", "--params-file",
+                          str(params), "--allow-random-weights"], env=ros_env(44),
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert "unknown parameter(s): drop_polcy (did you mean drop_policy?)" in res.stderr
+
+
 def test_handover_newest_drops_stale_and_block_keeps_all() -> None:
     newest = node._HandOver("newest", 64)
     for i in range(5):
