@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import hashlib
 import json
 import logging
 import threading
@@ -174,19 +173,9 @@ def events_image(events: EventBatch, height: int, width: int) -> np.ndarray:
 def _check_weights_file(weights: Path, info: dict[str, Any]) -> None:
     """Size and SHA-256 of a weights file against its JSON, and a readable safetensors
     header (the torch-free half of the loader's checks)."""
-    from derain_ros.model.checkpoint_info import CheckpointCorruptError
+    from derain_ros.model.checkpoint_info import CheckpointCorruptError, read_weights_blob
 
-    if not weights.is_file():
-        raise CheckpointNotFoundError(f"checkpoint weights {weights} not found")
-    blob = weights.read_bytes()
-    want_bytes = info.get("weights_bytes")
-    if want_bytes is not None and len(blob) != want_bytes:
-        raise CheckpointCorruptError(f"{weights}: {len(blob)} bytes, its JSON records "
-                                     f"{want_bytes}")
-    want_sha = info.get("weights_sha256")
-    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
-        raise CheckpointCorruptError(
-            f"{weights}: SHA-256 differs from the one in its JSON (corrupt or edited file)")
+    blob = read_weights_blob(weights, info)
     size = int.from_bytes(blob[:8], "little") if len(blob) >= 8 else -1
     try:
         header = json.loads(blob[8:8 + size]) if 0 < size <= len(blob) - 8 else None

@@ -45,6 +45,7 @@ from derain_ros.model.checkpoint_info import (
     checkpoint_contract,
     checkpoint_paths,
     read_checkpoint_info,
+    read_weights_blob,
 )
 from derain_ros.model.config import ModelConfig
 from derain_ros.model.contract import InputContract, InputContractError
@@ -159,23 +160,7 @@ def read_checkpoint_tensors(path: str | os.PathLike[str], info: Mapping[str, Any
     """The tensors of a checkpoint (CPU), after checking size and SHA-256 against its JSON."""
     weights_path, _ = checkpoint_paths(path)
     info = read_checkpoint_info(path) if info is None else info
-    if not weights_path.is_file():
-        raise CheckpointNotFoundError(f"checkpoint weights {weights_path} not found")
-    try:
-        blob = weights_path.read_bytes()
-    except OSError as err:
-        raise CheckpointCorruptError(f"{weights_path}: cannot read: {err}") from err
-    want_bytes = info.get("weights_bytes")
-    if want_bytes is not None and len(blob) != want_bytes:
-        raise CheckpointCorruptError(
-            f"{weights_path}: {len(blob)} bytes, its JSON records {want_bytes} "
-            f"({'truncated' if len(blob) < want_bytes else 'extra bytes'})"
-        )
-    want_sha = info.get("weights_sha256")
-    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
-        raise CheckpointCorruptError(
-            f"{weights_path}: SHA-256 differs from the one in its JSON (corrupt or edited file)"
-        )
+    blob = read_weights_blob(path, info)
     try:
         tensors = st_load(blob)
     except (SafetensorError, ValueError, RuntimeError) as err:

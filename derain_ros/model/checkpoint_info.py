@@ -6,6 +6,7 @@ The weights file and everything that needs torch stay in
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -102,6 +103,31 @@ def read_checkpoint_info(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise CheckpointConfigMismatchError(f"{json_path}: {err}") from err
 
 
+def read_weights_blob(path: str | os.PathLike[str], info: Mapping[str, Any]) -> bytes:
+    """The bytes of a checkpoint's weights file after checking its size and SHA-256
+    against its JSON description ``info`` (torch-free: the loader and the engine's
+    torch-free path share it)."""
+    weights_path, _ = checkpoint_paths(path)
+    if not weights_path.is_file():
+        raise CheckpointNotFoundError(f"checkpoint weights {weights_path} not found")
+    try:
+        blob = weights_path.read_bytes()
+    except OSError as err:
+        raise CheckpointCorruptError(f"{weights_path}: cannot read: {err}") from err
+    want_bytes = info.get("weights_bytes")
+    if want_bytes is not None and len(blob) != want_bytes:
+        raise CheckpointCorruptError(
+            f"{weights_path}: {len(blob)} bytes, its JSON records {want_bytes} "
+            f"({'truncated' if len(blob) < want_bytes else 'extra bytes'})"
+        )
+    want_sha = info.get("weights_sha256")
+    if want_sha is not None and hashlib.sha256(blob).hexdigest() != want_sha:
+        raise CheckpointCorruptError(
+            f"{weights_path}: SHA-256 differs from the one in its JSON (corrupt or edited file)"
+        )
+    return blob
+
+
 def checkpoint_contract(info: Mapping[str, Any], source: str = "checkpoint") -> InputContract:
     """The :class:`InputContract` of a description from :func:`read_checkpoint_info`."""
     try:
@@ -134,4 +160,5 @@ __all__ = [
     "checkpoint_contract",
     "checkpoint_paths",
     "read_checkpoint_info",
+    "read_weights_blob",
 ]
