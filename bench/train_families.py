@@ -10,8 +10,9 @@ One plan, three steps:
    from the seed, families in rotation (particles, streak_layers, veil, lens_drops,
    splash, night), a random event-sensor model per clip, scenes of the ``train``
    split only (``derain_ros.sim.SOURCE_SPLITS``), sizes of the rigs' crops, 20 % grey,
-   10 % dry (no rain: the network must pass dry frames through). Written in parallel,
-   resumable.
+   10 % dry (no rain: the network must pass dry frames through), plus ``--dry-clips``
+   more dry clips drawn from their own seed (a larger dry share without redrawing the
+   rainy clips already written). Written in parallel, resumable.
 2. **Training** (``derain_training.Trainer``, supervised): each model in its own
    process, all at once (one GPU serves them all; on a CPU they share the cores),
    each time-budgeted (``run.max_seconds``: the cosine schedule follows the time used):
@@ -65,13 +66,20 @@ def train_sources() -> list[str]:
 
 
 def make_data(out: Path, clips: int, frames: int, seed: int, workers: int,
-              sizes: tuple[tuple[int, int], ...] = SIZES) -> Path:
-    """Plan and write the training clips; returns the data folder."""
+              sizes: tuple[tuple[int, int], ...] = SIZES, dry_clips: int = 0) -> Path:
+    """Plan and write the training clips; returns the data folder.
+
+    ``dry_clips`` extra rain-free clips come from seed ``seed + 1`` under their own
+    prefix, so raising them keeps every clip already written.
+    """
     from derain_training.synthetic import plan_clips, write_clips
 
     data = out / "data"
     specs = plan_clips(clips, seed, sources=train_sources(), families=families(),
                        sizes=sizes, frames=frames, dry_fraction=0.1)
+    if dry_clips > 0:
+        specs += plan_clips(dry_clips, seed + 1, sources=train_sources(), families=families(),
+                            sizes=sizes, frames=frames, dry_fraction=1.0, prefix="dry")
     bags = write_clips(specs, data, workers=workers)
     print(f"data: {len(bags)} of {len(specs)} clips in {data}", flush=True)
     warm_caches(bags, out / "cache", workers)
@@ -114,7 +122,7 @@ def jobs(models: list[str]) -> list[tuple[str, str, str | None]]:
 def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
               seconds: float, device: str, threads: int, quick: bool,
               init_shipped: bool = False, init_from: Path | None = None,
-              lr_override: float | None = None) -> None:
+              lr_override: float | None = None, crop_override: int | None = None) -> None:
     """One model's run (in its own process): clips of every family but ``exclude``."""
     from derain_training.config import load_config
     from derain_training.synthetic import read_manifest, without_family
@@ -133,6 +141,7 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
     if init_from is not None:  # a second stage from an earlier stage's export
         init = init_from
     lr = lr_override or lr
+    crop = crop_override or crop
     cfg = load_config(ROOT / "config" / "train.yaml", **{
         "mode": "supervised", "model.name": model, "run.steps": 10**7,
         "run.max_seconds": seconds, "run.device": device, "run.threads": threads,
@@ -261,6 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", type=Path, default=None,
                    help="--train-one: start from this checkpoint (a second stage)")
     p.add_argument("--lr", type=float, default=None, help="--train-one: learning rate")
+    p.add_argument("--crop", type=int, default=None, help="--train-one: crop size (px)")
+    p.add_argument("--dry-clips", type=int, default=0,
+                   help="rain-free clips added to the --clips (10 %% of which are dry already)")
     p.add_argument("--train-one", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--exclude", help=argparse.SUPPRESS)
@@ -271,14 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.train_one:
         train_one(args.train_one, args.model, args.exclude, args.out / "data", args.out,
                   args.seconds, args.device, args.threads, args.quick, args.init_shipped,
-                  args.init, args.lr)
+                  args.init, args.lr, args.crop)
         return 0
     started = time.monotonic()
     data = args.out / "data"
     if not args.skip_data:
         sizes = (tuple(tuple(int(v) for v in s.split("x")) for s in args.sizes.split(","))
                  if args.sizes else SIZES)
-        data = make_data(args.out, args.clips, args.frames, args.seed, args.workers, sizes)
+        data = make_data(args.out, args.clips, args.frames, args.seed, args.workers, sizes,
+                         args.dry_clips)
     print(f"data ready after {time.monotonic() - started:.0f} s", flush=True)
     failed = train_all(args.models.split(","), data, args.out, args.seconds, args.device,
                        args.quick, args.init_shipped)
