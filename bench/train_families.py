@@ -20,9 +20,11 @@ One plan, three steps:
    every clip, and one ``derain_tiny`` per family trained **without** that family
    (``loo_<family>``).
 3. **Results**: each model's export (safetensors + JSON with its input contract and
-   provenance: steps, seconds, clips seen) under ``OUT/weights/``; ``--install`` copies
-   tiny and base (+ frames twins) to ``derain_ros/model/weights/`` and the
-   leave-one-out checkpoints to ``bench/weights/loo/``, with model cards.
+   provenance: steps, seconds, clips seen, the command, and the stages it started from)
+   under ``OUT/weights/``; ``--install`` copies tiny and base (+ frames twins) to
+   ``derain_ros/model/weights/`` and the leave-one-out checkpoints to
+   ``bench/weights/loo/``, with model cards; ``--install-only tiny3=derain_tiny,loo``
+   installs chosen jobs of earlier runs.
 
 Evaluation is ``bench/quality.py`` (held-out scenes and seeds, every family, dry clips).
 """
@@ -166,7 +168,9 @@ def train_one(job: str, model: str, exclude: str | None, data: Path, out: Path,
     info["provenance"].update({"job": job, "excluded_family": exclude,
                                "clips": len(bags), "frames_seen": result.step * batch,
                                "init": None if init is None else init.name,
-                               "crop": crop, "batch": batch})
+                               "lineage": lineage(init), "lr": lr,
+                               "crop": crop, "batch": batch,
+                               "command": "bench/train_families.py " + " ".join(sys.argv[1:])})
     dest.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     print(f"{job}: {result.step} steps in {result.seconds:.0f} s, {len(bags)} clips "
           f"(without {exclude or 'none'})", flush=True)
@@ -211,16 +215,27 @@ def model_card(name: str, info: dict, manifest: dict) -> str:
     sizes = sorted({f"{c['width']}x{c['height']}" for c in clips})
     job = str(prov.get("job", name))
     cli_model = "loo" if job.startswith("loo_") else f"derain_{job}"
+    command = prov.get("command") or f"bench/train_families.py --models {cli_model} ..."
+    stages = prov.get("lineage", [])
+    earlier = "".join(
+        f"\n  - stage {i + 1}: {st.get('file')}: {st.get('steps')} steps, "
+        f"{(st.get('seconds') or 0) / 60:.1f} min on {st.get('device')}, lr {st.get('lr')}, "
+        f"crop {st.get('crop')}, from {st.get('init') or 'random weights'}"
+        for i, st in enumerate(stages))
+    total_steps = prov["steps"] + sum(st.get("steps") or 0 for st in stages)
+    total_min = (prov["seconds"] + sum(st.get("seconds") or 0 for st in stages)) / 60
     lines = [
         f"# {name}: model card", "",
         "Event-guided video deraining network of derain_ros, trained with the project's own "
         "`derain_training` package (supervised: Charbonnier + SSIM on the background, the "
         "rain layer) on synthetic rig bags from `derain_ros.sim`.", "",
-        f"- Command: `python bench/train_families.py --models {cli_model} ...` "
+        f"- Command: `python {command}` "
         "(see the script's docstring; `bench/gpu_session.sh` on a lent GPU)",
-        f"- Steps: {prov['steps']}, batch {prov.get('batch')}, crop {prov.get('crop')} px; "
-        f"frames seen: {prov.get('frames_seen')}; training time {prov['seconds'] / 60:.1f} min "
-        f"on {prov['device']}; started from: {prov.get('init') or 'random weights'}",
+        f"- Steps: {prov['steps']}, batch {prov.get('batch')}, crop {prov.get('crop')} px, "
+        f"lr {prov.get('lr')}; frames seen: {prov.get('frames_seen')}; training time "
+        f"{prov['seconds'] / 60:.1f} min on {prov['device']}; started from: "
+        f"{prov.get('init') or 'random weights'}",
+        f"- All stages: {total_steps} steps, {total_min:.1f} min" + (earlier or " (one stage)"),
         f"- Data: {len(clips)} clips of {clips[0]['frames'] if clips else 0} frames "
         f"(sizes {', '.join(sizes)}), "
         f"rain families {fams} ('none': dry clips), a random event-sensor model per clip, "
@@ -234,13 +249,52 @@ def model_card(name: str, info: dict, manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def install(out: Path) -> None:
+def lineage(init: Path | None) -> list[dict]:
+    """The stages behind ``init``: its own lineage, then a summary of ``init`` itself.
+
+    A model trained in stages (shipped -> families -> a second stage ...) keeps the whole
+    chain in its provenance, so its card can add up the steps and time of every stage.
+    """
+    if init is None:
+        return []
+    meta = init.with_suffix(".json")
+    prov = json.loads(meta.read_text()).get("provenance", {}) if meta.is_file() else {}
+    stage = {key: prov.get(key) for key in ("job", "steps", "seconds", "device", "lr", "crop",
+                                            "batch", "clips", "excluded_family", "init")}
+    return [*prov.get("lineage", []), {"file": init.name, **stage}]
+
+
+def install_plan(out: Path, spec: str | None) -> dict[str, Path]:
+    """``job -> destination stem`` for ``--install``.
+
+    ``spec`` None installs every job under ``OUT/weights`` by its name (``tiny`` ->
+    ``derain_tiny``, ``loo_*`` -> ``bench/weights/loo/``); otherwise a comma list of
+    ``JOB=MODEL`` (``tiny3=derain_tiny``) and ``loo`` (every ``loo_*`` job).
+    """
+    done = sorted(src.stem for src in (out / "weights").glob("*.json"))
+    if spec is None:
+        chosen = {job: ("" if job.startswith("loo_") else f"derain_{job}") for job in done}
+    else:
+        chosen = {}
+        for item in spec.split(","):
+            job, _, model = item.partition("=")
+            if job == "loo":
+                chosen.update({j: "" for j in done if j.startswith("loo_")})
+            elif job in done:
+                chosen[job] = model or f"derain_{job}"
+            else:
+                raise SystemExit(f"--install: no trained job {job!r} in {out / 'weights'} "
+                                 f"(there are: {', '.join(done) or 'none'})")
+    return {job: (LOO_WEIGHTS / job) if job.startswith("loo_") else (WEIGHTS / model)
+            for job, model in chosen.items()}
+
+
+def install(out: Path, spec: str | None = None) -> None:
     """Copy the trained weights into the package and the bench, with model cards."""
     LOO_WEIGHTS.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((out / "data" / "manifest.json").read_text())
-    for src in sorted((out / "weights").glob("*.json")):
-        job = src.stem
-        dest = (LOO_WEIGHTS / job) if job.startswith("loo_") else (WEIGHTS / f"derain_{job}")
+    for job, dest in install_plan(out, spec).items():
+        src = out / "weights" / f"{job}.json"
         for suffix in (".safetensors", ".json"):
             shutil.copyfile(src.with_suffix(suffix), dest.with_suffix(suffix))
         info = json.loads(src.read_text())
@@ -261,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default="derain_tiny,derain_tiny_frames,derain_base,"
                    "derain_base_frames,loo")
     p.add_argument("--skip-data", action="store_true")
-    p.add_argument("--install", action="store_true")
+    p.add_argument("--install", nargs="?", const="", default=None, metavar="JOBS",
+                   help="copy trained weights into the package and bench/weights/loo with "
+                        "model cards: all jobs, or JOB=MODEL,...,loo (e.g. tiny3=derain_tiny,loo)")
+    p.add_argument("--install-only", metavar="JOBS",
+                   help="install already trained jobs (as --install) and exit")
     p.add_argument("--quick", action="store_true", help="a smoke run (tiny data and budget)")
     p.add_argument("--init-shipped", action="store_true",
                    help="start the main models (not the leave-one-out ones, which must not "
@@ -280,6 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.quick:
         args.clips, args.frames, args.seconds = min(args.clips, 12), 5, min(args.seconds, 20)
+    if args.install_only:
+        install(args.out, args.install_only)
+        return 0
     if args.train_one:
         train_one(args.train_one, args.model, args.exclude, args.out / "data", args.out,
                   args.seconds, args.device, args.threads, args.quick, args.init_shipped,
@@ -296,8 +357,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = train_all(args.models.split(","), data, args.out, args.seconds, args.device,
                        args.quick, args.init_shipped)
     print(f"all done after {time.monotonic() - started:.0f} s, {failed} failed", flush=True)
-    if args.install and not failed:
-        install(args.out)
+    if args.install is not None and not failed:
+        install(args.out, args.install or None)
     return 1 if failed else 0
 
 
