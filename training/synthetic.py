@@ -56,30 +56,48 @@ class ClipSpec:
     seed: int
     color: bool
     encoding: str = "libcaer"
+    #: Camera speed over a still (px/s; None: the simulator's default, 20 px/s).
+    camera_speed_px_s: float | None = None
 
     def synth_config(self, threads: int = 1) -> Any:
         """The :class:`derain_ros.sim.SynthConfig` of this clip (family ``none``: dry)."""
         from derain_ros.sim import SynthConfig
 
         dry = self.family == "none"
+        motion = ({} if self.camera_speed_px_s is None
+                  else {"camera_speed_px_s": self.camera_speed_px_s})
         return SynthConfig(source=self.source, width=self.width, height=self.height,
                            n_frames=self.frames, seed=self.seed, color=self.color,
                            family="particles" if dry else self.family,
                            family_intensity=self.intensity, sensor_model=self.sensor_model,
                            encoding=self.encoding, rain=None if dry else "random",
-                           threads=threads)
+                           threads=threads, **motion)
 
 
 def plan_clips(count: int, seed: int, *, sources: Sequence[str], families: Sequence[str],
                sizes: Sequence[tuple[int, int]], frames: int, grey_fraction: float = 0.2,
                sensor_model: str = "random", dry_fraction: float = 0.0,
-               prefix: str = "clip") -> list[ClipSpec]:
+               prefix: str = "clip",
+               camera_speed: tuple[float, float] | None = None) -> list[ClipSpec]:
     """``count`` clips drawn from ``seed`` (families in rotation so each gets its share).
 
     ``dry_fraction`` of the clips have no rain at all (family ``none``): most of a
     vehicle's hours are dry, and a network must pass those frames through unchanged.
+
+    ``camera_speed`` ``(lo, hi)`` px/s draws each clip's camera speed over a still
+    log-uniformly (a vehicle's camera moves from a crawl to tens of pixels a frame; a
+    network that only saw the simulator's default 20 px/s, under a pixel a frame at
+    30 fps, learns to average its neighbour frames and ghosts on real motion). The draws
+    come from their own generator, so the rest of a plan is the same with or without them;
+    the speed is in the clip's name. None: the simulator's default.
     """
     rng = np.random.default_rng(seed)
+    speeds = None
+    if camera_speed is not None:
+        lo, hi = camera_speed
+        if not 0 < lo <= hi:
+            raise ValueError(f"camera_speed must be 0 < lo <= hi px/s, got {camera_speed}")
+        speeds = np.exp(np.random.default_rng([seed, 1]).uniform(np.log(lo), np.log(hi), count))
     specs = []
     wet = 0  # families rotate over the rainy clips only, so each keeps its share
     for i in range(count):
@@ -89,11 +107,13 @@ def plan_clips(count: int, seed: int, *, sources: Sequence[str], families: Seque
         w, h = sizes[int(rng.integers(len(sizes)))]
         src = sources[int(rng.integers(len(sources)))]
         clip_seed = int(seed * 100_000 + i)
+        speed = None if speeds is None else round(float(speeds[i]), 1)
         specs.append(ClipSpec(
-            name=f"{prefix}{i:05d}_{family}_{src.replace(':', '-')}_{w}x{h}",
+            name=f"{prefix}{i:05d}_{family}_{src.replace(':', '-')}_{w}x{h}"
+                 + ("" if speed is None else f"_v{speed:.0f}"),
             source=src, family=family, intensity=None, sensor_model=sensor_model,
             width=w, height=h, frames=frames, seed=clip_seed,
-            color=bool(rng.random() >= grey_fraction)))
+            color=bool(rng.random() >= grey_fraction), camera_speed_px_s=speed))
     return specs
 
 
