@@ -64,14 +64,15 @@ class ClipSpec:
         from derain_ros.sim import SynthConfig
 
         dry = self.family == "none"
-        motion = ({} if self.camera_speed_px_s is None
-                  else {"camera_speed_px_s": self.camera_speed_px_s})
-        return SynthConfig(source=self.source, width=self.width, height=self.height,
-                           n_frames=self.frames, seed=self.seed, color=self.color,
-                           family="particles" if dry else self.family,
-                           family_intensity=self.intensity, sensor_model=self.sensor_model,
-                           encoding=self.encoding, rain=None if dry else "random",
-                           threads=threads, **motion)
+        config = SynthConfig(source=self.source, width=self.width, height=self.height,
+                             n_frames=self.frames, seed=self.seed, color=self.color,
+                             family="particles" if dry else self.family,
+                             family_intensity=self.intensity, sensor_model=self.sensor_model,
+                             encoding=self.encoding, rain=None if dry else "random",
+                             threads=threads)
+        if self.camera_speed_px_s is None:
+            return config
+        return dataclasses.replace(config, camera_speed_px_s=self.camera_speed_px_s)
 
 
 def plan_clips(count: int, seed: int, *, sources: Sequence[str], families: Sequence[str],
