@@ -78,8 +78,8 @@ NODE_IMPORTS: dict[str, str | tuple[str, str]] = {
     # optional, imported only when asked for (derain_ros/ros/interfaces.py)
     "dv_ros2_msgs": ("optional", "msg/dv_ros2_msgs"),
 }
-#: Parts of derain_ros a node does not run (the CLI's synthesis and evaluation: the
-#: setup.py extras ``sim``/``eval``), and the development-only onnx export.
+#: Parts of derain_ros a node does not run: the CLI's synthesis and evaluation (the
+#: setup.py extras ``sim`` and ``eval``).
 NOT_THE_NODE = ("derain_ros/sim/", "derain_ros/eval/")
 
 
@@ -228,6 +228,10 @@ def test_colcon_finds_the_mirrors_and_installs_everything(workspace: Workspace) 
     found = {line.split()[0]: line.split()[-1] for line in workspace.listing.splitlines()}
     assert found == {"derain_ros": "(ros.ament_python)", "event_camera_msgs":
                      "(ros.ament_cmake)", "dv_ros2_msgs": "(ros.ament_cmake)"}, found
+    # `rosdep install --from-paths src` finds packages with catkin_pkg: the links work there
+    from catkin_pkg.packages import find_packages
+
+    assert {p.name for p in find_packages(str(workspace.root / "src")).values()} == set(PACKAGES)
     share = workspace.share()
     for rel in ("package.xml", "launch/derain.launch.py", "config/derain.yaml",
                 "config/fastdds_localhost.xml"):
