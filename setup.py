@@ -46,9 +46,11 @@ setup(
         "safetensors>=0.4",
         "pyyaml>=6",
         "tqdm>=4.60",
+        # The event codecs and voxel grids (derain_ros.events._jit): without numba they
+        # run as plain Python, about 100x slower, too slow for a live event camera.
+        "numba>=0.60",
     ],
     extras_require={
-        "fast": ["numba>=0.60"],
         "train": ["tensorboard>=2.15", "scikit-image>=0.22"],
         "sim": ["scikit-video>=1.1.11", "scikit-image>=0.22"],
         "eval": ["matplotlib>=3.7", "scikit-image>=0.22"],

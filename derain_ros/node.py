@@ -55,8 +55,6 @@ from typing import Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
-from dv_ros2_msgs.msg import EventArray
-from event_camera_msgs.msg import EventPacket
 from rcl_interfaces.msg import (
     FloatingPointRange,
     IntegerRange,
@@ -97,6 +95,7 @@ from derain_ros.ros import (
     shm_segment_bytes,
     status_msg,
 )
+from derain_ros.ros.interfaces import event_message_class
 from derain_ros.sync import (
     FrameEventSynchronizer,
     SyncConfig,
@@ -465,6 +464,8 @@ class DerainNode(Node):
         values = {p: self.get_parameter(p).value for p in PARAMETERS}
         self.config = NodeConfig.from_values(values)
         cfg = self.config
+        # Before the network loads (seconds): a missing interface is refused at once.
+        event_type = event_message_class(cfg.event_msg_type)
         source = cfg.checkpoint or cfg.model
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
@@ -527,12 +528,9 @@ class DerainNode(Node):
         else:
             self.create_subscription(Image, cfg.image_topic, self._on_image, in_image,
                                      callback_group=group)
-        if cfg.event_msg_type == "EventArray":
-            self.create_subscription(EventArray, cfg.event_topic, self._on_event_array,
-                                     in_events, callback_group=group)
-        else:
-            self.create_subscription(EventPacket, cfg.event_topic, self._on_packet,
-                                     in_events, callback_group=group)
+        on_events = self._on_event_array if cfg.event_msg_type == "EventArray" else self._on_packet
+        self.create_subscription(event_type, cfg.event_topic, on_events, in_events,
+                                 callback_group=group)
         self.pub_image = self.create_publisher(Image, OUT_IMAGE, out_qos)
         self.pub_rain = self.create_publisher(Image, OUT_RAIN, out_qos)
         self.pub_events = self.create_publisher(Image, OUT_EVENTS_IMAGE, out_qos)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One set-up for everything (tests, demo, benchmarks, training): creates .venv,
 # installs the pinned dependencies (ROS 2 Kilted wheels with Fast DDS, torch 2.13.0
-# CPU, OpenCV, rosbags, ...), builds the interface packages in msg/ into it, and
+# CPU, OpenCV, rosbags, colcon, ...), builds the interface packages in msg/ into it, and
 # installs this project editable. Idempotent: a stamp of the inputs makes a second
 # run a no-op that takes well under a second. Every failing step says which it was.
 set -euo pipefail
@@ -86,7 +86,8 @@ step="check the environment"
 "$VENV/bin/python" - <<'PYEOF'
 import importlib
 for name in ("rclpy", "event_camera_msgs.msg", "dv_ros2_msgs.msg", "sensor_msgs.msg", "torch",
-             "cv2", "rosbags", "safetensors", "derain_ros", "derain_training"):
+             "cv2", "rosbags", "safetensors", "numba", "colcon_core", "colcon_ros",
+             "derain_ros", "derain_training"):
     importlib.import_module(name)
 import torch
 assert torch.__version__.startswith("2.13.0"), torch.__version__

@@ -3,8 +3,9 @@
 Why: the decoders and the voxel kernel are per-event loops (the evt3 and libcaer_cmp
 formats are state machines that numpy cannot vectorise). numba compiles them once;
 ``cache=True`` keeps the machine code on disk so a node's first message does not wait for
-the compiler. numba is an optional dependency (extra ``fast``): without it the same
-functions run as plain Python, correct but about 100x slower, and a warning says so.
+the compiler. numba is a declared dependency (setup.py; ``python3-numba`` in package.xml);
+where it is missing anyway the same functions run as plain Python, correct but about
+100x slower, and a warning says so.
 When numba's cache directory is not writable, the kernels compile without a cache.
 
 A habit of the kernels: they index arrays with ``np.uint64(i)``. numba wraps negative
@@ -66,7 +67,8 @@ def njit(func: Callable[P, R]) -> Callable[P, R]:
     if not HAVE_NUMBA:  # pragma: no cover
         if not _warned:
             warnings.warn("numba is not installed: event kernels run as slow plain Python "
-                          "(install the 'fast' extra)", RuntimeWarning, stacklevel=2)
+                          "(pip install numba, or rosdep's python3-numba)", RuntimeWarning,
+                          stacklevel=2)
             _warned = True
         return func
     try:

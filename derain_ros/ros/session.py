@@ -10,7 +10,6 @@ Publishers and subscriptions carry raw CDR bytes: messages go out as stored in t
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +23,9 @@ from rclpy.node import NodeNameNonExistentError
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
+from derain_ros.errors import ConfigError
 from derain_ros.eval.errors import ReplayError
+from derain_ros.ros.interfaces import message_class
 from derain_ros.sync import stamp_to_ns
 
 __all__ = ["RosSession", "msg_class"]
@@ -34,12 +35,12 @@ _PARAMETER_FIELDS = {"bool_value": 1, "integer_value": 2, "double_value": 3, "st
 
 
 def msg_class(msgtype: str) -> Any:
-    """The rclpy message class of ``pkg/msg/Name``."""
+    """The rclpy message class of ``pkg/msg/Name`` (a missing package names its fix)."""
     pkg, _, name = msgtype.split("/")
     try:
-        return getattr(importlib.import_module(f"{pkg}.msg"), name)
-    except (ImportError, AttributeError) as err:
-        raise ReplayError(f"message type {msgtype} is not available to rclpy: {err}") from err
+        return message_class(pkg, name, needed_for=f"a bag topic of type {msgtype}")
+    except ConfigError as err:
+        raise ReplayError(str(err)) from err
 
 
 class RosSession:
