@@ -31,7 +31,6 @@ def replay_node(tmp_path_factory) -> Iterator[tuple]:
     tmp = tmp_path_factory.mktemp("replay")
     params = yaml.safe_load((ROOT / "config" / "derain.yaml").read_text())
     params["/**"]["ros__parameters"].update(
-        image_topic="/rig42/image_raw", event_topic="/rig42/events",
         event_msg_type="EventArray", image_transport="compressed",
         image_qos_reliability="reliable", image_qos_depth=100,
         event_qos_reliability="reliable", drop_policy="block", block_queue_depth=100,
@@ -40,7 +39,8 @@ def replay_node(tmp_path_factory) -> Iterator[tuple]:
     params_file.write_text(yaml.safe_dump(params))
     log = tmp / "node.log"
     cmd = [sys.executable, "-m", "derain_ros.cli", "run", "--params-file", str(params_file),
-           "--allow-random-weights", "--name", NODE]
+           "--allow-random-weights", "--name", NODE,
+           "--ros-args", "-r", "image:=/rig42/image_raw", "-r", "events:=/rig42/events"]
     proc = subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
     rig = Rig(NODE, "/rig42/image_raw", "/rig42/events", event_type="EventArray",
