@@ -11,17 +11,30 @@ worker thread runs the engine and publishes. Callbacks never wait for inference:
   and drops none (only a full queue drops, counted as ``dropped_queue_full``); a replay
   tool paces itself on ``~/image`` so frames in == frames out.
 
-Topics: subscribes ``image_topic`` (``sensor_msgs/Image``, or ``CompressedImage`` on
-``<image_topic>/compressed`` with ``image_transport: compressed``) and ``event_topic``
+Topics (ROS 2 camera-pipeline conventions; README "The node"): subscribes the relative
+names ``image`` (``sensor_msgs/Image``, or ``CompressedImage`` on ``<image>/compressed``
+with ``image_transport: compressed``, as an image_transport subscriber), ``camera_info``
+next to the image (image_transport's camera convention) and ``events``
 (``event_camera_msgs/EventPacket``, or ``dv_ros2_msgs/EventArray``), sensor-data QoS by
-default; publishes ``~/image`` (same header as the input frame), optionally
-``~/rain_layer`` and ``~/events_image``, and ``/diagnostics``.
+default. Topics are set by remapping only (``-r image:=/cam/image_raw``; the former
+``image_topic``/``event_topic`` parameters are refused saying so), and a namespace moves
+them. Publishes ``~/image`` (same header as the input frame), ``~/camera_info`` (the
+input's, with that header), ``~/image/compressed`` (image_transport's compressed
+layout, encoded only while subscribed), optionally ``~/rain_layer`` and
+``~/events_image`` (not advertised while off), and ``/diagnostics``. Every subscription
+and publisher takes ``qos_overrides.<topic>.<entity>.<policy>`` parameters; the resolved
+names, types and QoS are logged once at start-up.
+
+:class:`DerainNode` does everything at construction; :class:`DerainLifecycleNode`
+(``derain_lifecycle_node``) loads the model on ``configure`` and processes only while
+active. Both are :class:`DerainCore`.
 
 Parameters are declared with descriptions and ranges (:data:`PARAMETERS`), read once
 into a frozen :class:`NodeConfig`, and validated again on every change. Only
 ``checkpoint`` (swapped without stopping the stream; a bad file is refused and the
 running network kept), ``drop_policy``, ``publish_rain_layer`` and
 ``publish_events_image`` change at run time; the rest are read-only (restart the node).
+Timeouts run on the node's clock (ROS time: ``/clock`` under ``use_sim_time``).
 
 Field faults (``docs/recovery.md``): clock discontinuities on either stream are
 recovered by the synchroniser within a few frames and counted; frames over

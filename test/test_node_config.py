@@ -221,3 +221,10 @@ def test_compressed_image_input() -> None:
     msg.data = b"not an image"
     with pytest.raises(Exception, match="cannot decode"):
         frame_from_msg(msg)
+
+
+def test_lifecycle_entry_point_is_installed_beside_the_node() -> None:
+    text = (ROOT / "setup.py").read_text()
+    assert '"derain_lifecycle_node = derain_ros.node:lifecycle_main"' in text
+    assert issubclass(node.DerainLifecycleNode, node.DerainCore)
+    assert issubclass(node.DerainNode, node.DerainCore)
