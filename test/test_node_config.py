@@ -143,6 +143,14 @@ def test_node_refuses_to_start_with_a_misspelled_parameter(tmp_path) -> None:
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "unknown parameter(s): drop_polcy (did you mean drop_policy?)" in res.stderr
+    # a topic parameter of earlier versions: one way to set a topic, remapping
+    params.write_text("/**:\n  ros__parameters:\n    image_topic: /cam/image_raw\n")
+    res = subprocess.run([sys.executable, "-m", "derain_ros.cli", "run", "--params-file",
+                          str(params), "--allow-random-weights"], env=ros_env(44),
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("image_topic is not a parameter: topics are set by remapping, use remapping "
+            "`--ros-args -r image:=/cam/image_raw`") in res.stderr
 
 
 def test_handover_newest_drops_stale_and_block_keeps_all() -> None:

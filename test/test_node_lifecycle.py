@@ -5,6 +5,8 @@ services (``change_state``, ``get_state``) and a ``/clock`` publisher.
 - unconfigured and inactive: nothing subscribed, nothing published, no output;
 - configure loads the model, activate subscribes and derains, deactivate stops (the
   graph is empty again), cleanup lets go of the model;
+- the node runs in a namespace with its inputs remapped to relative names
+  (``-r __ns:=/rig45 -r image:=image_raw``): the namespace moves them and its outputs;
 - the timeouts run on ROS time: with ``/clock`` frozen a frame without events waits,
   however long the wall clock runs; advancing ``/clock`` alone lets it through.
 """
@@ -24,8 +26,10 @@ pytestmark = pytest.mark.ros
 
 DOMAIN_ID = 45
 NODE = "derain_lifecycle_test"
-IMAGE_TOPIC = "/rig45/image_raw"
-EVENT_TOPIC = "/rig45/events"
+NAMESPACE = "/rig45"
+FQN = f"{NAMESPACE}/{NODE}"
+IMAGE_TOPIC = f"{NAMESPACE}/image_raw"  # what relative remappings resolve to there
+EVENT_TOPIC = f"{NAMESPACE}/events"
 #: what the ``derain_lifecycle_node`` entry point runs
 LIFECYCLE_MAIN = ("import sys; from derain_ros.node import lifecycle_main; "
                   "sys.exit(lifecycle_main())")
@@ -41,8 +45,8 @@ class LifecycleClient:
         from rosgraph_msgs.msg import Clock
 
         self.rig = rig
-        self.change = rig.node.create_client(ChangeState, f"/{NODE}/change_state")
-        self.get = rig.node.create_client(GetState, f"/{NODE}/get_state")
+        self.change = rig.node.create_client(ChangeState, f"{FQN}/change_state")
+        self.get = rig.node.create_client(GetState, f"{FQN}/get_state")
         self.clock = rig.node.create_publisher(
             Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
 
@@ -78,10 +82,12 @@ class LifecycleClient:
 @pytest.fixture(scope="module")
 def managed(tmp_path_factory) -> Iterator[tuple]:
     log = tmp_path_factory.mktemp("lifecycle") / "node.log"
-    cmd = node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC, use_sim_time=True)
+    cmd = node_command(NODE, "image_raw", "events", use_sim_time=True)  # relative
     cmd[1:3] = ["-c", LIFECYCLE_MAIN]  # instead of -m derain_ros.node
+    at = cmd.index("--ros-args") + 1
+    cmd[at:at] = ["-r", f"__ns:={NAMESPACE}"]
     proc = subprocess_start(cmd, log)
-    rig = Rig(NODE, IMAGE_TOPIC, EVENT_TOPIC, domain_id=DOMAIN_ID)
+    rig = Rig(FQN.strip("/"), IMAGE_TOPIC, EVENT_TOPIC, domain_id=DOMAIN_ID)
     rig.log_path = log
     client = LifecycleClient(rig)
     try:
@@ -100,7 +106,7 @@ def subprocess_start(cmd: list[str], log: Path) -> subprocess.Popen:
 def _node_entities(rig: Rig) -> tuple[list, list]:
     subs = [i for i in rig.node.get_subscriptions_info_by_topic(IMAGE_TOPIC)
             if i.node_name == NODE]
-    pubs = [i for i in rig.node.get_publishers_info_by_topic(f"/{NODE}/image")
+    pubs = [i for i in rig.node.get_publishers_info_by_topic(f"{FQN}/image")
             if i.node_name == NODE]
     return subs, pubs
 
@@ -125,6 +131,7 @@ def test_configure_loads_activate_processes_nothing_before(managed) -> None:
     rig.step(3)
     stamps = rig.step(3)
     assert rig.wait_outputs(stamps[:2]), "no output once active"
+    assert rig.diag()["_name"] == f"{FQN}: deraining"  # fully qualified, namespace too
     assert proc.poll() is None
 
 
