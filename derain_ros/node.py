@@ -675,7 +675,8 @@ class DerainCore:
             cfg.diagnostics_period, self._on_diagnostics, clock=steady)))
         self._stop = threading.Event()
         self.handover.reopen()
-        self._worker = threading.Thread(target=self._work, name="derain_worker", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._stop,),
+                                        name="derain_worker", daemon=True)
         self._worker.start()
         self._log_topics()
         engine = self._engine()
@@ -731,9 +732,11 @@ class DerainCore:
                 return
             pub.publish(make())
 
-    def _stop_processing(self) -> bool:
+    def _stop_processing(self, *, leaving: bool = True) -> bool:
         """Stop the worker and destroy every subscription, publisher and timer; False
-        when the frame in inference did not finish within ``shutdown_timeout_s``."""
+        when the frame in inference did not finish within ``shutdown_timeout_s``. Then,
+        when the process is ``leaving``, the entities are left to the context; otherwise
+        (lifecycle deactivate) they go anyway and the worker drops its frame when done."""
         if not self._active:
             return True
         self._stop.set()
@@ -743,7 +746,7 @@ class DerainCore:
         if self._worker is not None:
             self._worker.join(timeout=self.config.shutdown_timeout_s)
             finished = not self._worker.is_alive()
-        if not finished:  # the process is leaving: leave its entities to the context
+        if not finished and leaving:
             return False
         self._active = False
         self._sync_optional()
@@ -752,7 +755,7 @@ class DerainCore:
         for kind, entity in self._entities:
             destroy[kind](entity)
         self._entities.clear()
-        return True
+        return finished
 
     def _engine(self) -> DerainEngine:
         if self.engine is None:
@@ -889,8 +892,10 @@ class DerainCore:
 
     # -------------------------------------------------------------- worker
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    def _work(self, stop: threading.Event) -> None:
+        """The worker thread; ``stop`` is its own (a lifecycle node re-activated while a
+        stopped worker still finishes an inference must not get two workers)."""
+        while not stop.is_set():
             window = self.handover.get(timeout=0.1)
             if window is None:
                 continue
@@ -1214,7 +1219,7 @@ class DerainLifecycleNode(DerainCore, LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop processing; the model stays loaded."""
-        if not self._stop_processing():
+        if not self._stop_processing(leaving=False):
             self.get_logger().warning("deactivate: the frame in inference did not finish "
                                       "within shutdown_timeout_s; it is dropped")
         return super().on_deactivate(state)
@@ -1228,7 +1233,7 @@ class DerainLifecycleNode(DerainCore, LifecycleNode):
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop and let go of everything."""
         del state
-        self._stop_processing()
+        self._stop_processing(leaving=False)
         self._unload()
         return TransitionCallbackReturn.SUCCESS
 

@@ -34,6 +34,8 @@ EVENT_TOPIC = f"{NAMESPACE}/events"
 LIFECYCLE_MAIN = ("import sys; from derain_ros.node import lifecycle_main; "
                   "sys.exit(lifecycle_main())")
 T0 = 1_000 * 10**9  # simulated time /clock starts at (ns)
+#: transition id -> the state it ends in (configure, cleanup, activate, deactivate)
+GOAL = {1: "inactive", 2: "unconfigured", 3: "active", 4: "inactive"}
 
 
 class LifecycleClient:
@@ -50,23 +52,36 @@ class LifecycleClient:
         self.clock = rig.node.create_publisher(
             Clock, "/clock", QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE))
 
-    def _call(self, client: object, request: object, timeout: float = 60.0) -> object:
+    def _call(self, client: object, request: object, timeout: float) -> object | None:
+        """The answer, or None when none came: a service response can be lost while
+        DDS discovery of the client's reply reader is still under way (Fast DDS logs
+        "failed to send response"), which a loaded machine makes likely."""
         assert self.rig.spin_until(client.service_is_ready, 60), "no lifecycle service"
         future = client.call_async(request)
-        assert self.rig.spin_until(future.done, timeout), "no answer"
+        if not self.rig.spin_until(future.done, timeout):
+            client.remove_pending_request(future)
+            return None
         return future.result()
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 
-        return self._call(self.get, GetState.Request()).current_state.label
+        for _ in range(5):  # idempotent: ask again when an answer was lost
+            answer = self._call(self.get, GetState.Request(), 5.0)
+            if answer is not None:
+                return str(answer.current_state.label)
+        raise AssertionError("get_state never answered")
 
     def transition(self, transition_id: int) -> bool:
+        """Request a transition; when its answer is lost, the state says whether it ran."""
         from lifecycle_msgs.msg import Transition
         from lifecycle_msgs.srv import ChangeState
 
         request = ChangeState.Request(transition=Transition(id=transition_id))
-        return bool(self._call(self.change, request).success)
+        answer = self._call(self.change, request, 60.0)
+        if answer is not None:
+            return bool(answer.success)
+        return self.state() == GOAL[transition_id]
 
     def set_time(self, t_ns: int) -> None:
         """Publish simulated time (a few times: the node's /clock subscription keeps 1)."""
