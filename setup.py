@@ -69,6 +69,7 @@ setup(
         "console_scripts": [
             "derain-ros = derain_ros.cli:main",
             "derain_node = derain_ros.node:main",
+            "derain_lifecycle_node = derain_ros.node:lifecycle_main",
             "derain-train = derain_training.cli:main",
         ],
     },

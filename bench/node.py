@@ -207,14 +207,15 @@ def node_run(model_name: str, width: int, height: int, device: str, *,
              backend: str = "auto", load: bool = False) -> dict[str, float | str]:
     """Start the node, stream to it, return its figures (``load``: burn one core meanwhile)."""
     params = {
-        "image_topic": "/bench/image_raw", "event_topic": "/bench/events", "model": model_name,
+        "model": model_name,
         "allow_random_weights": True, "device": device, "num_threads": THREADS,
         "backend": backend,
         "warmup_width": width, "warmup_height": height, "drop_policy": "newest",
         "image_qos_reliability": "reliable", "event_qos_reliability": "reliable",
         "diagnostics_period": 0.5,
     }
-    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", "__node:=derain_bench"]
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", "__node:=derain_bench",
+           "-r", "image:=/bench/image_raw", "-r", "events:=/bench/events"]
     for k, v in params.items():
         cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
     log = Path(tempfile.mkstemp(prefix="derain_bench_node_", suffix=".log")[1])

@@ -22,10 +22,38 @@ GT_CLEAN_TOPIC = "/ground_truth/clean"
 GT_RAIN_TOPIC = "/ground_truth/rain_layer"
 GT_DROP_MASK_TOPIC = "/ground_truth/drop_mask"
 
-#: Output topics of the node, relative to its name (``~/image``).
+#: Input topics of the node: relative names, set by remapping (``-r image:=/cam/image_raw``)
+#: and moved by a namespace, as image_proc's nodes do. The camera_info is read next to
+#: the image (image_transport's camera convention), compressed input on ``<image>/compressed``.
+IN_IMAGE = "image"
+IN_EVENTS = "events"
+
+#: Where the node's inputs point unless remapped, in ``derain-ros run`` and the launch file:
+#: the drivers' topics, relative so that a namespace moves them with the driver's.
+DEFAULT_REMAPS = {IN_IMAGE: "event_camera/image_raw", IN_EVENTS: "event_camera/events"}
+
+#: Output topics of the node, relative to its name (``~/image``). ``~/camera_info`` sits
+#: next to ``~/image`` and ``~/image/compressed`` under it, as image_transport lays out a
+#: camera publisher.
 OUT_IMAGE = "~/image"
+OUT_COMPRESSED = "~/image/compressed"
+OUT_CAMERA_INFO = "~/camera_info"
 OUT_RAIN = "~/rain_layer"
 OUT_EVENTS_IMAGE = "~/events_image"
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info next to a resolved image topic, as image_transport derives it:
+    ``/cam/image_raw`` -> ``/cam/camera_info``."""
+    return image_topic.rpartition("/")[0] + "/camera_info"
+
+
+def remap_args(remaps: dict[str, str]) -> list[str]:
+    """``-r from:=to`` ROS arguments for each remapping."""
+    out = []
+    for name, target in remaps.items():
+        out += ["-r", f"{name}:={target}"]
+    return out
 
 #: Keep-last depth the event drivers publish with.
 EVENT_QOS_DEPTH = 1000

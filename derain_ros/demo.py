@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from derain_ros.conventions import EVENT_TOPIC, IMAGE_TOPIC, IN_EVENTS, IN_IMAGE, remap_args
 from derain_ros.eval.errors import RosEnvironmentError
 from derain_ros.eval.replay import require_localhost
 
@@ -70,7 +71,9 @@ def _step(n: int, text: str) -> None:
 def _start_node(args: argparse.Namespace, log: IO[bytes], random_weights: bool,
                 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args",
-           "-r", f"__node:={NODE_NAME}"]
+           "-r", f"__node:={NODE_NAME}",
+           # the topics the replay publishes the bag's frames and events on
+           *remap_args({IN_IMAGE: IMAGE_TOPIC, IN_EVENTS: EVENT_TOPIC})]
     params = _find_config("derain.yaml")
     if params is not None:
         cmd += ["--params-file", str(params)]

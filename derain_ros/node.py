@@ -11,17 +11,30 @@ worker thread runs the engine and publishes. Callbacks never wait for inference:
   and drops none (only a full queue drops, counted as ``dropped_queue_full``); a replay
   tool paces itself on ``~/image`` so frames in == frames out.
 
-Topics: subscribes ``image_topic`` (``sensor_msgs/Image``, or ``CompressedImage`` on
-``<image_topic>/compressed`` with ``image_transport: compressed``) and ``event_topic``
+Topics (ROS 2 camera-pipeline conventions; README "The node"): subscribes the relative
+names ``image`` (``sensor_msgs/Image``, or ``CompressedImage`` on ``<image>/compressed``
+with ``image_transport: compressed``, as an image_transport subscriber), ``camera_info``
+next to the image (image_transport's camera convention) and ``events``
 (``event_camera_msgs/EventPacket``, or ``dv_ros2_msgs/EventArray``), sensor-data QoS by
-default; publishes ``~/image`` (same header as the input frame), optionally
-``~/rain_layer`` and ``~/events_image``, and ``/diagnostics``.
+default. Topics are set by remapping only (``-r image:=/cam/image_raw``; the former
+``image_topic``/``event_topic`` parameters are refused saying so), and a namespace moves
+them. Publishes ``~/image`` (same header as the input frame), ``~/camera_info`` (the
+input's, with that header), ``~/image/compressed`` (image_transport's compressed
+layout, encoded only while subscribed), optionally ``~/rain_layer`` and
+``~/events_image`` (not advertised while off), and ``/diagnostics``. Every subscription
+and publisher takes ``qos_overrides.<topic>.<entity>.<policy>`` parameters; the resolved
+names, types and QoS are logged once at start-up.
+
+:class:`DerainNode` does everything at construction; :class:`DerainLifecycleNode`
+(``derain_lifecycle_node``) loads the model on ``configure`` and processes only while
+active. Both are :class:`DerainCore`.
 
 Parameters are declared with descriptions and ranges (:data:`PARAMETERS`), read once
 into a frozen :class:`NodeConfig`, and validated again on every change. Only
 ``checkpoint`` (swapped without stopping the stream; a bad file is refused and the
 running network kept), ``drop_policy``, ``publish_rain_layer`` and
 ``publish_events_image`` change at run time; the rest are read-only (restart the node).
+Timeouts run on the node's clock (ROS time: ``/clock`` under ``use_sim_time``).
 
 Field faults (``docs/recovery.md``): clock discontinuities on either stream are
 recovered by the synchroniser within a few frames and counted; frames over
@@ -41,6 +54,7 @@ from __future__ import annotations
 import argparse
 import collections
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
@@ -48,10 +62,10 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -62,18 +76,25 @@ from rcl_interfaces.msg import (
     SetParametersResult,
 )
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from derain_ros.conventions import (
+    DEFAULT_REMAPS,
     EVENT_QOS_DEPTH,
-    EVENT_TOPIC,
-    IMAGE_TOPIC,
+    IN_EVENTS,
+    IN_IMAGE,
+    OUT_CAMERA_INFO,
+    OUT_COMPRESSED,
     OUT_EVENTS_IMAGE,
     OUT_IMAGE,
     OUT_RAIN,
+    camera_info_topic,
+    remap_args,
 )
 from derain_ros.engine import DerainEngine
 from derain_ros.errors import ConfigError, DerainError, ModelError
@@ -84,6 +105,9 @@ from derain_ros.ros import (
     LatencyWindow,
     RateMeter,
     array_msg,
+    camera_info_like,
+    compressed_msg,
+    describe_qos,
     frame_from_msg,
     frame_pixels,
     header_from,
@@ -91,6 +115,7 @@ from derain_ros.ros import (
     max_encoded_bytes,
     memory_mb,
     network_image_msg,
+    overridable,
     qos_profile,
     shm_segment_bytes,
     status_msg,
@@ -103,7 +128,8 @@ from derain_ros.sync import (
     stamp_to_ns,
 )
 
-__all__ = ["PARAMETERS", "DerainNode", "NodeConfig", "add_arguments", "main", "run"]
+__all__ = ["PARAMETERS", "DerainCore", "DerainLifecycleNode", "DerainNode", "NodeConfig",
+           "add_arguments", "lifecycle_main", "main", "run"]
 
 _log = logging.getLogger(__name__)
 
@@ -129,14 +155,15 @@ class Param:
 
 #: Every parameter of the node (name -> declaration). Times in ms or s as named.
 PARAMETERS: dict[str, Param] = {
-    "image_topic": Param(IMAGE_TOPIC, "frame topic (sensor_msgs/Image); remappable"),
-    "event_topic": Param(EVENT_TOPIC, "event topic; remappable"),
     "event_msg_type": Param("EventPacket", "event message type",
                             ("EventPacket", "EventArray")),
-    "image_transport": Param("raw", "raw: Image on image_topic; compressed: CompressedImage "
-                             "on image_topic/compressed", ("raw", "compressed")),
-    "image_qos_reliability": Param("best_effort", "frame subscription reliability",
-                                   ("best_effort", "reliable", "system_default")),
+    "image_transport": Param("raw", "input transport, as image_transport's parameter: raw: "
+                             "sensor_msgs/Image on the image topic (remap image:=TOPIC); "
+                             "compressed: CompressedImage on TOPIC/compressed",
+                             ("raw", "compressed")),
+    "image_qos_reliability": Param("best_effort", "frame (and camera_info) subscription "
+                                   "reliability; qos_overrides.TOPIC.subscription.reliability "
+                                   "overrides it", ("best_effort", "reliable", "system_default")),
     "image_qos_depth": Param(5, "frame subscription keep-last depth", range=(1, 10000)),
     "event_qos_reliability": Param("best_effort", "event subscription reliability",
                                    ("best_effort", "reliable", "system_default")),
@@ -202,8 +229,14 @@ PARAMETERS: dict[str, Param] = {
     "shutdown_timeout_s": Param(3.0, "on SIGINT/SIGTERM, how long to wait for the frame "
                                 "in inference before exiting without it (s)",
                                 range=(0.0, 600.0)),
-    "publish_rain_layer": Param(False, "also publish ~/rain_layer", runtime=True),
-    "publish_events_image": Param(False, "also publish ~/events_image", runtime=True),
+    "publish_rain_layer": Param(False, "also publish ~/rain_layer (not advertised when off)",
+                                runtime=True),
+    "publish_events_image": Param(False, "also publish ~/events_image (not advertised when "
+                                  "off)", runtime=True),
+    "publish_compressed": Param(True, "also offer ~/image/compressed as image_transport's "
+                                "compressed plugin does (JPEG; PNG for 16-bit), encoded only "
+                                "while someone subscribes; false: not advertised"),
+    "jpeg_quality": Param(95, "JPEG quality of ~/image/compressed", range=(1, 100)),
     "diagnostics_period": Param(1.0, "period of /diagnostics (s)", range=(0.05, 60.0)),
     "drop_policy": Param("newest", "newest: keep the newest frame, drop stale ones (live); "
                          "block: queue without dropping (replay); settable at run time",
@@ -217,8 +250,6 @@ PARAMETERS: dict[str, Param] = {
 class NodeConfig:
     """The node's parameters, read once (see :data:`PARAMETERS` for meanings)."""
 
-    image_topic: str
-    event_topic: str
     event_msg_type: str
     image_transport: str
     image_qos_reliability: str
@@ -255,6 +286,8 @@ class NodeConfig:
     shutdown_timeout_s: float
     publish_rain_layer: bool
     publish_events_image: bool
+    publish_compressed: bool
+    jpeg_quality: int
     diagnostics_period: float
     drop_policy: str
     block_queue_depth: int
@@ -292,9 +325,6 @@ def problems_of(values: dict[str, Any]) -> list[str]:
     if not problems:
         if values["in_chans"] not in (1, 3):
             problems.append(f"in_chans must be 1 or 3, got {values['in_chans']}")
-        for topic in ("image_topic", "event_topic"):
-            if not values[topic]:
-                problems.append(f"{topic} must not be empty")
         if values["device"] != "auto" and not values["device"].startswith(("cpu", "cuda")):
             problems.append(f"device must be auto, cpu, cuda or cuda:N, got {values['device']!r}")
         ckpt = values["checkpoint"]
@@ -373,6 +403,11 @@ class _HandOver:
             self.closed = True
             self._cond.notify_all()
 
+    def reopen(self) -> None:
+        """Take windows again (a lifecycle node activated after a deactivation)."""
+        with self._cond:
+            self.closed = False
+
 
 #: synchroniser counters that make a diagnostics report WARN when they grew
 _SYNC_WARNINGS = {
@@ -415,6 +450,9 @@ def descriptor(name: str, spec: Param) -> ParameterDescriptor:
 #: Parameters every rclpy node may be given besides ours (and ``qos_overrides.*``).
 _ROS_PARAMETERS = ("use_sim_time", "start_type_description_service")
 
+#: Former parameters -> the name to remap instead (one way to set a topic: remapping).
+REMOVED_TOPIC_PARAMETERS = {"image_topic": IN_IMAGE, "event_topic": IN_EVENTS}
+
 
 def refuse_unknown_parameters(given: Any) -> None:
     """Refuse parameters (from a params file or ``-p``) that this node does not have.
@@ -425,6 +463,13 @@ def refuse_unknown_parameters(given: Any) -> None:
     """
     import difflib
 
+    removed = sorted(n for n in given if n in REMOVED_TOPIC_PARAMETERS)
+    if removed:
+        raise ConfigError("; ".join(
+            f"{n} is not a parameter: topics are set by remapping, use remapping "
+            f"`--ros-args -r {REMOVED_TOPIC_PARAMETERS[n]}:="
+            f"{getattr(given[n], 'value', given[n]) or 'TOPIC'}` (launch: {n}:=TOPIC)"
+            for n in removed))
     unknown = sorted(n for n in given if n not in PARAMETERS and n not in _ROS_PARAMETERS
                      and not n.startswith("qos_overrides."))
     if unknown:
@@ -453,19 +498,73 @@ def check_params_file(path: Path) -> None:
                           "NODE_NAME (or /**): ros__parameters: {name: value, ...}")
 
 
-class DerainNode(Node):
-    """See the module docstring."""
+class DerainCore:
+    """The node's behaviour, shared by :class:`DerainNode` and :class:`DerainLifecycleNode`.
 
-    def __init__(self, name: str = NODE_NAME, **kwargs: Any) -> None:
-        super().__init__(name, **kwargs)
+    A mixin over an rclpy ``Node`` (or ``LifecycleNode``), in four steps a plain node runs
+    at once and a lifecycle node runs on its transitions: :meth:`_declare` (parameters,
+    refused when unknown), :meth:`_load` (the engine with its model, warm-up, the
+    synchroniser and counters: lifecycle ``configure``), :meth:`_start` (subscriptions,
+    publishers, timers, the worker: ``activate``) and :meth:`_stop` (``deactivate``).
+    Nothing is subscribed or published outside ``_start`` .. ``_stop``.
+
+    Timeouts (event, silence, stall, degraded) run on the node's clock, so they follow
+    ``/clock`` under ``use_sim_time`` (bag playback, simulators); rates and latencies are
+    measurements of this process and stay on the monotonic clock.
+    """
+
+    config: NodeConfig
+    engine: DerainEngine | None
+
+    # rclpy Node methods the mixin uses (provided by the Node it is mixed into)
+    if TYPE_CHECKING:
+        get_logger: Any
+        get_clock: Any
+        get_name: Any
+        get_namespace: Any
+        get_fully_qualified_name: Any
+        get_node_names_and_namespaces: Any
+        resolve_topic_name: Any
+        create_subscription: Any
+        create_publisher: Any
+        create_timer: Any
+        destroy_subscription: Any
+        destroy_publisher: Any
+        destroy_timer: Any
+        declare_parameter: Any
+        get_parameter: Any
+        describe_parameter: Any
+        add_on_set_parameters_callback: Any
+        _parameter_overrides: Any
+        _set_parameters_atomically_common: Any
+
+    def _declare(self) -> None:
+        """Declare the parameters (refusing unknown ones) and read them."""
         refuse_unknown_parameters(self._parameter_overrides)
         for pname, spec in PARAMETERS.items():
             self.declare_parameter(pname, spec.default, descriptor(pname, spec))
         values = {p: self.get_parameter(p).value for p in PARAMETERS}
         self.config = NodeConfig.from_values(values)
+        self.engine = None
+        self._active = False
+        self._entities: list[tuple[str, Any]] = []  # ("subscription"|"publisher"|"timer", x)
+        self._optional: dict[str, Any] = {}  # optional output topic -> publisher
+        self._optional_lock = threading.Lock()
+        self._optional_dirty = False
+        self._stop = threading.Event()
+        self._stop.set()
+        self._worker: threading.Thread | None = None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+    def _ros_now_ns(self) -> int:
+        """The node's clock (ROS time: ``/clock`` under ``use_sim_time``), in ns."""
+        return int(self.get_clock().now().nanoseconds)
+
+    def _load(self) -> None:
+        """The engine (model, weights, runtime back-end, warm-up), synchroniser, counters."""
         cfg = self.config
         # Before the network loads (seconds): a missing interface is refused at once.
-        event_type = event_message_class(cfg.event_msg_type)
+        self._event_type = event_message_class(cfg.event_msg_type)
         source = cfg.checkpoint or cfg.model
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
@@ -484,7 +583,8 @@ class DerainNode(Node):
             event_timeout_ns=int(cfg.event_timeout_ms * 1e6),
             silence_timeout_ns=int(cfg.silence_timeout_ms * 1e6),
             silence_grace_ns=int(cfg.silence_grace_ms * 1e6),
-            trigger_tolerance_ns=int(cfg.trigger_tolerance_ms * 1e6)))
+            trigger_tolerance_ns=int(cfg.trigger_tolerance_ms * 1e6)),
+            clock=self._ros_now_ns)
         self._sync_lock = threading.Lock()
         self.handover = _HandOver(cfg.drop_policy, cfg.block_queue_depth)
         self.frames_in = RateMeter()
@@ -501,13 +601,17 @@ class DerainNode(Node):
         self._silent_reported = False
         self._reported: dict[str, int] = {}
         self.held = 0  # windows the engine keeps for the next one (centre arrangement)
-        self._last_frame_in_ns: int | None = None
+        self._last_frame_in_ns: int | None = None  # ROS time
         self._unpublished_since: int | None = None  # first frame in since the last output
         self._frames_only = False  # the newest window went out without events
-        self._degraded_since: dict[str, int] = {}  # condition -> monotonic ns it began
+        self._degraded_since: dict[str, int] = {}  # condition -> ROS time (ns) it began
         self.duplicate_name = False
         self._name_checked_ns = 0
         self._pending_model: str | None = None  # `model` to show after a swap
+        self._infos: collections.OrderedDict[int, Any] = collections.OrderedDict()
+        self._info_lock = threading.Lock()
+        self.camera_frame_id = ""  # the input camera's frame_id: the diagnostics' hardware_id
+        self.image_topic = self.resolve_topic_name(IN_IMAGE)
         self.shm_segment_bytes = shm_segment_bytes()
         self.max_frame_bytes = max_encoded_bytes(cfg.max_frame_pixels)
         if self.shm_segment_bytes is not None and self.max_frame_bytes > self.shm_segment_bytes:
@@ -518,37 +622,144 @@ class DerainNode(Node):
                 "by DDS without a trace. Raise segment_size in the profile "
                 "(docs/recovery.md) or lower max_frame_pixels")
 
+    def _unload(self) -> None:
+        """Let go of the engine (lifecycle ``cleanup``); :meth:`_load` builds a new one."""
+        self.engine = None
+        self._infos.clear()
+
+    def _subscribe(self, msg_type: Any, topic: str, callback: Any, qos: Any,
+                   group: Any) -> Any:
+        # a copy each: rclpy applies qos_overrides to the profile it is given
+        sub = self.create_subscription(msg_type, topic, callback, copy.copy(qos),
+                                       callback_group=group,
+                                       qos_overriding_options=overridable())
+        self._entities.append(("subscription", sub))
+        return sub
+
+    def _advertise(self, msg_type: Any, topic: str, qos: Any) -> Any:
+        pub = self.create_publisher(msg_type, topic, copy.copy(qos),
+                                    qos_overriding_options=overridable())
+        self._entities.append(("publisher", pub))
+        return pub
+
+    def _start(self) -> None:
+        """Subscribe, advertise, start the timers and the worker; log the resolved names."""
+        cfg = self.config
         group = MutuallyExclusiveCallbackGroup()
         in_image = qos_profile(cfg.image_qos_reliability, cfg.image_qos_depth)
         in_events = qos_profile(cfg.event_qos_reliability, cfg.event_qos_depth)
-        out_qos = qos_profile(cfg.output_qos_reliability, cfg.output_qos_depth)
-        if cfg.image_transport == "compressed":
-            self.create_subscription(CompressedImage, cfg.image_topic + "/compressed",
-                                     self._on_image, in_image, callback_group=group)
+        self._out_qos = qos_profile(cfg.output_qos_reliability, cfg.output_qos_depth)
+        self.image_topic = self.resolve_topic_name(IN_IMAGE)
+        if cfg.image_transport == "compressed":  # image_transport: <base topic>/compressed
+            self._subscribe(CompressedImage, self.image_topic + "/compressed",
+                            self._on_image, in_image, group)
         else:
-            self.create_subscription(Image, cfg.image_topic, self._on_image, in_image,
-                                     callback_group=group)
+            self._subscribe(Image, IN_IMAGE, self._on_image, in_image, group)
+        self._subscribe(CameraInfo, camera_info_topic(self.image_topic), self._on_camera_info,
+                        in_image, group)
         on_events = self._on_event_array if cfg.event_msg_type == "EventArray" else self._on_packet
-        self.create_subscription(event_type, cfg.event_topic, on_events, in_events,
-                                 callback_group=group)
-        self.pub_image = self.create_publisher(Image, OUT_IMAGE, out_qos)
-        self.pub_rain = self.create_publisher(Image, OUT_RAIN, out_qos)
-        self.pub_events = self.create_publisher(Image, OUT_EVENTS_IMAGE, out_qos)
-        self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._subscribe(self._event_type, IN_EVENTS, on_events, in_events, group)
+        self.pub_image = self._advertise(Image, OUT_IMAGE, self._out_qos)
+        self.pub_info = self._advertise(CameraInfo, OUT_CAMERA_INFO, self._out_qos)
+        self.pub_diag = self._advertise(DiagnosticArray, "/diagnostics", 10)
+        self._active = True
+        self._sync_optional()
+        # Steady timers: they only poll; the timeouts they check run on the node's clock,
+        # and /diagnostics keeps coming while a bag is paused.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         poll_s = max(0.005, min(0.05, cfg.silence_grace_ms / 1e3 or 0.05))
-        self.create_timer(poll_s, self._on_poll, callback_group=group)
-        self.create_timer(cfg.diagnostics_period, self._on_diagnostics)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._entities.append(("timer", self.create_timer(
+            poll_s, self._on_poll, callback_group=group, clock=steady)))
+        self._entities.append(("timer", self.create_timer(
+            cfg.diagnostics_period, self._on_diagnostics, clock=steady)))
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._work, name="derain_worker",
-                                        daemon=True)
+        self.handover.reopen()
+        self._worker = threading.Thread(target=self._work, args=(self._stop,),
+                                        name="derain_worker", daemon=True)
         self._worker.start()
+        self._log_topics()
+        engine = self._engine()
         self.get_logger().info(
-            f"deraining {cfg.image_topic} with {cfg.event_topic} ({cfg.event_msg_type}) "
-            f"using {self.engine.model_name} on {self.engine.device_name} "
-            f"({self.engine.dtype_name}), drop_policy "
-            f"{cfg.drop_policy}; runtime {self.engine.backend_name} "
-            f"({self.engine.backend_reason}); input contract {self.engine.contract}")
+            f"deraining {self.image_topic} with {self.resolve_topic_name(IN_EVENTS)} "
+            f"({cfg.event_msg_type}) using {engine.model_name} on {engine.device_name} "
+            f"({engine.dtype_name}), drop_policy "
+            f"{cfg.drop_policy}; runtime {engine.backend_name} "
+            f"({engine.backend_reason}); input contract {engine.contract}")
+
+    def _log_topics(self) -> None:
+        """One line per topic with its resolved name, type and QoS (after remapping,
+        namespace and qos_overrides): what the node really reads and writes."""
+        with self._optional_lock:
+            entities = list(self._entities) + [("publisher", p) for p in
+                                               self._optional.values()]
+        for kind, entity in entities:
+            if kind == "timer":
+                continue
+            direction = "subscribes" if kind == "subscription" else "publishes"
+            type_name = getattr(entity, "msg_type", None)
+            type_text = (f"{type_name.__module__.split('.')[0]}/{type_name.__name__}"
+                         if type_name is not None else "?")
+            self.get_logger().info(f"topic: {direction} {entity.topic_name} [{type_text}] "
+                                   f"({describe_qos(entity.qos_profile)})")
+
+    def _sync_optional(self) -> None:
+        """Create the optional publishers that are on and destroy those that are off:
+        an output nobody asked for is not advertised. Runs on the executor thread (from
+        :meth:`_start` and the poll timer after a parameter change)."""
+        cfg = self.config
+        wanted = {OUT_RAIN: (Image, cfg.publish_rain_layer),
+                  OUT_EVENTS_IMAGE: (Image, cfg.publish_events_image),
+                  OUT_COMPRESSED: (CompressedImage, cfg.publish_compressed)}
+        self._optional_dirty = False
+        with self._optional_lock:
+            for topic, (msg_type, on) in wanted.items():
+                pub = self._optional.get(topic)
+                if on and self._active and pub is None:
+                    self._optional[topic] = self.create_publisher(
+                        msg_type, topic, copy.copy(self._out_qos),
+                        qos_overriding_options=overridable())
+                elif pub is not None and not (on and self._active):
+                    del self._optional[topic]
+                    self.destroy_publisher(pub)
+
+    def _publish_optional(self, topic: str, make: Callable[[], Any]) -> None:
+        """Publish ``make()`` on an optional output if it is advertised. The compressed
+        image is encoded only while someone subscribes (as image_transport does)."""
+        with self._optional_lock:
+            pub = self._optional.get(topic)
+            if pub is None or (topic == OUT_COMPRESSED and pub.get_subscription_count() == 0):
+                return
+            pub.publish(make())
+
+    def _stop_processing(self, *, leaving: bool = True) -> bool:
+        """Stop the worker and destroy every subscription, publisher and timer; False
+        when the frame in inference did not finish within ``shutdown_timeout_s``. Then,
+        when the process is ``leaving``, the entities are left to the context; otherwise
+        (lifecycle deactivate) they go anyway and the worker drops its frame when done."""
+        if not self._active:
+            return True
+        self._stop.set()
+        self.drops["shutdown"] += self.handover.discard()
+        self.handover.close()
+        finished = True
+        if self._worker is not None:
+            self._worker.join(timeout=self.config.shutdown_timeout_s)
+            finished = not self._worker.is_alive()
+        if not finished and leaving:
+            return False
+        self._active = False
+        self._sync_optional()
+        destroy = {"subscription": self.destroy_subscription,
+                   "publisher": self.destroy_publisher, "timer": self.destroy_timer}
+        for kind, entity in self._entities:
+            destroy[kind](entity)
+        self._entities.clear()
+        return finished
+
+    def _engine(self) -> DerainEngine:
+        if self.engine is None:
+            raise ConfigError("the node is not configured (no model loaded)")
+        return self.engine
 
     # -------------------------------------------------------------- problems
 
@@ -578,9 +789,12 @@ class DerainNode(Node):
         arrival = time.monotonic_ns()
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         self.frames_in.tick(arrival)
-        self._last_frame_in_ns = arrival
+        ros_now = self._ros_now_ns()
+        self._last_frame_in_ns = ros_now
         if self._unpublished_since is None:
-            self._unpublished_since = arrival
+            self._unpublished_since = ros_now
+        if msg.header.frame_id:
+            self.camera_frame_id = msg.header.frame_id
         cfg = self.config
         pixels = frame_pixels(msg)  # from the fields: nothing allocated yet
         if pixels is not None and pixels > cfg.max_frame_pixels:
@@ -615,6 +829,22 @@ class DerainNode(Node):
                       f"frame of {width}x{height} px over max_frame_pixels "
                       f"{self.config.max_frame_pixels}: dropped")
 
+    def _on_camera_info(self, msg: Any) -> None:
+        """Keep the input camera's latest CameraInfos (by stamp) for the output's."""
+        with self._info_lock:
+            self._infos[stamp_to_ns(msg.header.stamp)] = msg
+            while len(self._infos) > 64:
+                self._infos.popitem(last=False)
+
+    def _camera_info_for(self, header: Any) -> Any | None:
+        """The input's CameraInfo for the frame stamped like ``header`` (else the latest),
+        with the output's header; None before any arrived."""
+        with self._info_lock:
+            info = self._infos.get(stamp_to_ns(header.stamp))
+            if info is None and self._infos:
+                info = next(reversed(self._infos.values()))
+        return None if info is None else camera_info_like(info, header)
+
     def _on_packet(self, msg: Any) -> None:
         c0, w0 = time.thread_time_ns(), time.perf_counter_ns()
         self.packets_in.tick()
@@ -647,6 +877,8 @@ class DerainNode(Node):
         self.cost.charge(c0, w0)
         if self._pending_model is not None:
             self._show_model(self._pending_model)
+        if self._optional_dirty:
+            self._sync_optional()
 
     def _show_model(self, name: str) -> None:
         """Set the read-only ``model`` parameter to the network now running."""
@@ -659,8 +891,10 @@ class DerainNode(Node):
 
     # -------------------------------------------------------------- worker
 
-    def _work(self) -> None:
-        while not self._stop.is_set():
+    def _work(self, stop: threading.Event) -> None:
+        """The worker thread; ``stop`` is its own (a lifecycle node re-activated while a
+        stopped worker still finishes an inference must not get two workers)."""
+        while not stop.is_set():
             window = self.handover.get(timeout=0.1)
             if window is None:
                 continue
@@ -678,7 +912,7 @@ class DerainNode(Node):
 
         Returns the published result (None when nothing was published)."""
         try:
-            result = self.engine.process(window)
+            result = self._engine().process(window)
         except (ModelError, DerainError) as err:
             self._problem("inference_error", self.errors, str(err))
             return None
@@ -701,7 +935,7 @@ class DerainNode(Node):
             self._problem("publish_error", self.errors, repr(err))
             return None
         try:
-            self._published(result, msg.header)
+            self._published(result, msg)
         except Exception as err:  # the extra outputs; the frame itself is out
             self._problem("publish_extra_error", self.errors, repr(err))
         return result
@@ -714,11 +948,14 @@ class DerainNode(Node):
                           f"{len(msg.data)}-byte output over the {seg}-byte DDS "
                           "shared-memory segment: subscribers may never get it")
 
-    def _published(self, result: Any, header: Any) -> None:
+    def _published(self, result: Any, image: Any) -> None:
+        """Book-keeping for a published frame, then its companions: camera_info,
+        compressed image, rain layer, event picture."""
         w = result.window
+        header = image.header
         done = time.monotonic_ns()
         self.frames_out.tick(done)
-        self._unpublished_since = None
+        self._unpublished_since = None  # (ROS time)
         with self._sync_lock:
             arrival = self._arrivals.pop(w.stamp_ns, None)
         if arrival is not None:
@@ -726,21 +963,33 @@ class DerainNode(Node):
         self.infer_ms.add(result.timings_ms.get("infer", float("nan")))
         if self._stop.is_set():
             return
-        if self.config.publish_rain_layer and result.rain is not None:
-            self.pub_rain.publish(network_image_msg(result.rain, w.image.encoding, header))
-        if self.config.publish_events_image and result.events_image is not None:
-            self.pub_events.publish(image_msg(from_network(result.events_image, "rgb8"),
-                                              "rgb8", header))
+        info = self._camera_info_for(header)
+        if info is not None:
+            self.pub_info.publish(info)
+        self._publish_optional(OUT_COMPRESSED,
+                               lambda: compressed_msg(image, self.config.jpeg_quality))
+        rain, events_image = result.rain, result.events_image
+        if rain is not None:
+            self._publish_optional(OUT_RAIN, lambda: network_image_msg(
+                rain, w.image.encoding, header))
+        if events_image is not None:
+            self._publish_optional(OUT_EVENTS_IMAGE, lambda: image_msg(
+                from_network(events_image, "rgb8"), "rgb8", header))
 
     # -------------------------------------------------------------- parameters
 
     def _on_set_parameters(self, params: list[Any]) -> Any:
-        changes = {p.name: p.value for p in params}
+        changes = {p.name: p.value for p in params if p.name in PARAMETERS}
+        if not changes:  # qos_overrides.* declared as entities are created, use_sim_time
+            return SetParametersResult(successful=True)
         try:
             candidate = self.config.replace(**changes)
         except ConfigError as err:
             return SetParametersResult(successful=False, reason=str(err))
         new_ckpt = changes.get("checkpoint")
+        if self.engine is None:  # lifecycle: not configured; configure loads what is set
+            self.config = candidate
+            return SetParametersResult(successful=True)
         if new_ckpt is not None and new_ckpt != self.config.checkpoint:
             path = new_ckpt
             if not path:
@@ -762,6 +1011,7 @@ class DerainNode(Node):
         self.engine.want_rain = candidate.publish_rain_layer
         self.engine.want_events_image = candidate.publish_events_image
         self.config = candidate
+        self._optional_dirty = True  # the poll timer creates or destroys the publishers
         return SetParametersResult(successful=True)
 
     # -------------------------------------------------------------- diagnostics
@@ -769,6 +1019,7 @@ class DerainNode(Node):
     def diagnostics_values(self) -> dict[str, Any]:
         """Everything /diagnostics reports, as a flat dict."""
         sc = self.sync.counters.as_dict()
+        engine = self._engine()
         values: dict[str, Any] = {
             "frames_in_hz": self.frames_in.rate(),
             "frames_out_hz": self.frames_out.rate(),
@@ -784,17 +1035,17 @@ class DerainNode(Node):
             "queue_length": len(self.handover),
             "buffer_fill": sc["buffer_bytes"] / self.config.max_buffer_bytes,
             "events_silent": self.sync.events_silent,
-            "device": self.engine.device_name,
-            "dtype": self.engine.dtype_name,
-            "backend": self.engine.backend_name,
-            "backend_reason": self.engine.backend_reason,
-            "model": self.engine.model_name,
-            "checkpoint": self.engine.source,
-            "arrangement": self.engine.arrangement,
-            "input_contract": json.dumps(self.engine.contract.to_dict(), sort_keys=True),
-            "random_weights": self.engine.random_weights,
-            "checkpoint_swaps": self.engine.swaps,
-            "checkpoint_swap_failures": self.engine.swap_failures,
+            "device": engine.device_name,
+            "dtype": engine.dtype_name,
+            "backend": engine.backend_name,
+            "backend_reason": engine.backend_reason,
+            "model": engine.model_name,
+            "checkpoint": engine.source,
+            "arrangement": engine.arrangement,
+            "input_contract": json.dumps(engine.contract.to_dict(), sort_keys=True),
+            "random_weights": engine.random_weights,
+            "checkpoint_swaps": engine.swaps,
+            "checkpoint_swap_failures": engine.swap_failures,
             "last_problem": self.last_problem,
         }
         for kind, n in sorted(self.drops.items()):
@@ -803,7 +1054,7 @@ class DerainNode(Node):
             values[f"errors_{kind}"] = n
         values.update({f"sync_{k}": v for k, v in sc.items()})
         values.update(self._accounting())
-        now = time.monotonic_ns()
+        now = self._ros_now_ns()
         conditions = self._conditions(now)
         values["output_stalled"] = "output_stalled" in conditions
         values["frames_only"] = "frames_only" in conditions
@@ -814,6 +1065,7 @@ class DerainNode(Node):
         values["max_frame_bytes"] = self.max_frame_bytes
         values["shm_segment_bytes"] = self.shm_segment_bytes or 0
         values["duplicate_node_name"] = self.duplicate_name
+        values["hardware_id"] = self.hardware_id()
         values.update(self.cost.values())  # overhead_cpu_ms_p50, overhead_wall_ms_p50, ...
         values.update(memory_mb())  # rss_mb, rss_peak_mb
         return values
@@ -830,8 +1082,14 @@ class DerainNode(Node):
                 "frames_in_flight": in_flight,
                 "frames_unaccounted": received - published - dropped - in_flight}
 
+    def hardware_id(self) -> str:
+        """The diagnostics' ``hardware_id``: the input camera, by the ``frame_id`` of its
+        frames (e.g. ``event_camera``); before the first frame, the resolved image topic."""
+        return self.camera_frame_id or self.image_topic
+
     def _conditions(self, now: int) -> dict[str, str]:
-        """The degraded states now (name -> text); keeps when each began, logs each once."""
+        """The degraded states at ``now`` (ROS time, ns; name -> text); keeps when each
+        began, logs each once."""
         cfg = self.config
         stall_ns = int(cfg.stall_timeout_s * 1e9)
         feeding = (self._last_frame_in_ns is not None
@@ -882,7 +1140,7 @@ class DerainNode(Node):
             self._reported[key] = int(values[f"sync_{key}"])
             if n > 0:
                 warnings.append(f"{n} {text}")
-        now = time.monotonic_ns()
+        now = self._ros_now_ns()
         degraded = self._conditions(now)
         warnings.extend(degraded.values())
         if values["events_silent"] and values["frames_received"] and "frames_only" not in degraded:
@@ -904,30 +1162,101 @@ class DerainNode(Node):
                             f"({', '.join(lasting)})")
         message = "; ".join(warnings) if warnings else (
             f"{values['frames_out_hz']:.1f} fps, p99 {values['latency_p99_ms']:.1f} ms")
-        status = status_msg(f"{self.get_name()}: deraining", self.engine.model_name,
-                            level, message[:500], values)
+        status = status_msg(f"{self.get_fully_qualified_name()}: deraining",
+                            self.hardware_id(), level, message[:500], values)
         self.pub_diag.publish(array_msg(self.get_clock().now().to_msg(), [status]))
 
     # -------------------------------------------------------------- shutdown
 
     def close(self) -> bool:
-        """Stop the worker thread; False when the frame in inference did not finish
-        within ``shutdown_timeout_s`` (the caller must then exit without waiting)."""
-        self._stop.set()
-        self.drops["shutdown"] += self.handover.discard()
-        self.handover.close()
-        self._worker.join(timeout=self.config.shutdown_timeout_s)
-        return not self._worker.is_alive()
+        """Stop processing; False when the frame in inference did not finish within
+        ``shutdown_timeout_s`` (the caller must then exit without waiting)."""
+        return self._stop_processing()
+
+
+
+class DerainNode(DerainCore, Node):
+    """The deraining node (``derain_node``): loads its model and starts processing at
+    construction. See the module docstring."""
+
+    def __init__(self, name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._declare()
+        self._load()
+        self._start()
+
+
+class DerainLifecycleNode(DerainCore, LifecycleNode):
+    """The same node as a managed (lifecycle) node (``derain_lifecycle_node``).
+
+    ``configure`` loads the model (engine, warm-up), ``activate`` subscribes, advertises
+    and starts processing, ``deactivate`` stops it (nothing subscribed or published while
+    inactive), ``cleanup`` lets go of the model, ``shutdown`` does both. A failing
+    configure (missing weights, a bad checkpoint) logs why and leaves the node
+    unconfigured.
+    """
+
+    def __init__(self, name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
+        self._declare()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load the model."""
+        del state
+        try:
+            self._load()
+        except DerainError as err:
+            self.get_logger().error(f"configure failed: {err}")
+            self._unload()
+            return TransitionCallbackReturn.FAILURE
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe, advertise and process."""
+        self._start()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop processing; the model stays loaded."""
+        if not self._stop_processing(leaving=False):
+            self.get_logger().warning("deactivate: the frame in inference did not finish "
+                                      "within shutdown_timeout_s; it is dropped")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Let go of the model."""
+        del state
+        self._unload()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop and let go of everything."""
+        del state
+        self._stop_processing(leaving=False)
+        self._unload()
+        return TransitionCallbackReturn.SUCCESS
 
 
 def main(args: Sequence[str] | None = None) -> int:
     """Entry point of ``derain_node``: ROS arguments as for any node (``--ros-args ...``)."""
+    return _spin(DerainNode, args)
+
+
+def lifecycle_main(args: Sequence[str] | None = None) -> int:
+    """Entry point of ``derain_lifecycle_node``: starts unconfigured; a lifecycle manager
+    (or ``ros2 lifecycle set``) configures and activates it."""
+    return _spin(DerainLifecycleNode, args)
+
+
+def _spin(node_class: type[DerainNode] | type[DerainLifecycleNode],
+          args: Sequence[str] | None) -> int:
+    """Run one node of ``node_class`` until Ctrl-C/SIGTERM, then shut down cleanly."""
     logging.basicConfig(level=logging.INFO, format="[%(levelname)s] [%(name)s]: %(message)s")
     rclpy.init(args=list(args) if args is not None else sys.argv)
-    node = None
+    node: DerainCore | None = None
     try:
         try:
-            node = DerainNode()
+            node = node_class()
         except DerainError as err:
             print(f"derain_node: cannot start: {err}", file=sys.stderr)
             return 1
@@ -951,10 +1280,9 @@ def main(args: Sequence[str] | None = None) -> int:
             sys.stderr.flush()
             os._exit(0)
         if node is not None:
-            node.destroy_node()
+            node.destroy_node()  # type: ignore[attr-defined]
         rclpy.try_shutdown()
         _log.info("shut down")
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``derain-ros run``."""
@@ -982,7 +1310,14 @@ def ros_argv(args: argparse.Namespace) -> list[str]:
     if args.allow_random_weights:
         argv += ["-p", "allow_random_weights:=true"]
     extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
-    return argv + extra
+    # The launch file's defaults: the drivers' topics, unless the user remaps the name
+    # (rcl takes the first matching rule, so the user's, given earlier, win anyway).
+    defaults = remap_args({name: target for name, target in DEFAULT_REMAPS.items()
+                           if not any(a.startswith(f"{name}:=") for a in extra)})
+    if "--" in extra:  # the end of the ROS arguments
+        cut = extra.index("--")
+        return argv + extra[:cut] + defaults + extra[cut:]
+    return argv + extra + defaults
 
 
 def run(args: argparse.Namespace) -> int:

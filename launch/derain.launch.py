@@ -1,7 +1,9 @@
 """Launch the deraining node: ``ros2 launch derain_ros derain.launch.py``.
 
 Arguments: ``params_file`` (default: the package's config/derain.yaml), ``image_topic``
-and ``event_topic`` (remapped onto the node's subscriptions), ``device``, ``model``,
+and ``event_topic`` (remappings of the node's relative inputs ``image`` and ``events``;
+the defaults are the drivers' topics, relative so that ``namespace`` moves them with a
+driver in the same namespace; camera_info is read next to the image), ``device``, ``model``,
 ``namespace``, ``node_name`` and ``log_level``; ``device`` and ``model`` override the
 params file. A checkpoint is set in the params file, or at run time with
 ``ros2 param set /derain_node checkpoint PATH``. Without launch_ros (e.g. the PyPI
@@ -32,8 +34,8 @@ def _default_params() -> str:
 #: launch argument -> (default, description)
 ARGUMENTS = {
     "params_file": (_default_params(), "parameters YAML of the node"),
-    "image_topic": ("/event_camera/image_raw", "frame topic to derain"),
-    "event_topic": ("/event_camera/events", "event topic of the event camera"),
+    "image_topic": ("event_camera/image_raw", "frame topic to derain (remaps `image`)"),
+    "event_topic": ("event_camera/events", "event topic of the event camera (remaps `events`)"),
     "device": ("auto", "auto, cpu, cuda, cuda:N"),
     "model": ("derain_tiny", "network size: derain_tiny, derain_base, *_frames"),
     "namespace": ("", "namespace of the node"),
@@ -55,8 +57,8 @@ def generate_launch_description() -> LaunchDescription:
         output="screen",
         parameters=[LaunchConfiguration("params_file"), overrides],
         remappings=[
-            ("/event_camera/image_raw", LaunchConfiguration("image_topic")),
-            ("/event_camera/events", LaunchConfiguration("event_topic")),
+            ("image", LaunchConfiguration("image_topic")),
+            ("events", LaunchConfiguration("event_topic")),
         ],
         arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")],
     )

@@ -278,7 +278,7 @@ def installed_node(workspace: Workspace) -> Iterator[subprocess.Popen]:
     exe = workspace.install / "derain_ros/lib/derain_ros/derain_node"
     cmd = workspace.in_install(
         str(exe), "--ros-args", "--params-file", str(workspace.share() / "config/derain.yaml"),
-        "-p", f"image_topic:={IMAGE_TOPIC}", "-p", f"event_topic:={EVENT_TOPIC}",
+        "-r", f"image:={IMAGE_TOPIC}", "-r", f"events:={EVENT_TOPIC}",
         "-p", "warmup_width:=64", "-p", "warmup_height:=48", "-p", "num_threads:=1",
         "-p", "drop_policy:=block")
     log = workspace.root / "node.log"

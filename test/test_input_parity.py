@@ -59,7 +59,8 @@ def _checkpoint(folder: Path, arrangement: str, colour: bool, events: bool) -> P
 
 
 def _node(checkpoint: Path, dump: Path, log: Path, name: str) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}"]
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}",
+           "-r", "image:=/event_camera/image_raw", "-r", "events:=/event_camera/events"]
     for kv in (f"checkpoint:={checkpoint}", f"dump_inputs_dir:={dump}", "device:=cpu",
                "num_threads:=1", "drop_policy:=block", "image_qos_reliability:=reliable",
                "event_qos_reliability:=reliable", "warmup_width:=64", "warmup_height:=48"):

@@ -37,9 +37,10 @@ MAX_BUFFER = 13 * 20_000  # 20k decoded events
 
 
 def node_command(name: str, image_topic: str, event_topic: str, **params: object) -> list[str]:
-    """``python -m derain_ros.node`` with test parameters (random tiny network, 64 x 48)."""
+    """``python -m derain_ros.node`` with test parameters (random tiny network, 64 x 48),
+    its inputs remapped onto the rig's topics."""
     base = {
-        "image_topic": image_topic, "event_topic": event_topic, "allow_random_weights": True,
+        "allow_random_weights": True,
         "warmup_width": W, "warmup_height": H, "image_width": W, "image_height": H,
         "num_threads": 1, "diagnostics_period": 0.2, "silence_timeout_ms": 400.0,
         "event_timeout_ms": 100.0, "max_buffer_bytes": MAX_BUFFER,
@@ -47,7 +48,8 @@ def node_command(name: str, image_topic: str, event_topic: str, **params: object
         "drop_policy": "block",  # every frame comes out: deterministic tests
     }
     base.update(params)
-    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}"]
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={name}",
+           "-r", f"image:={image_topic}", "-r", f"events:={event_topic}"]
     for key, value in base.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         cmd += ["-p", f"{key}:={text}"]
@@ -230,13 +232,23 @@ class Rig:
         values["_level"] = int.from_bytes(status.level, "little") if isinstance(
             status.level, bytes) else int(status.level)
         values["_message"] = status.message
+        values["_name"], values["_hardware_id"] = status.name, status.hardware_id
         return values
+
+
+#: Standard ROS 2 QoS overrides the module's node starts with (see test_qos_overrides_...):
+#: the frame subscription made reliable (best-effort by the parameters), the output
+#: publisher transient-local (volatile by default).
+QOS_OVERRIDES = {
+    f"qos_overrides.{IMAGE_TOPIC}.subscription.reliability": "reliable",
+    f"qos_overrides./{NODE}/image.publisher.durability": "transient_local",
+}
 
 
 @pytest.fixture(scope="module")
 def node_proc(tmp_path_factory) -> Iterator[subprocess.Popen]:
     log = tmp_path_factory.mktemp("node") / "node.log"
-    proc = start_node(node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC), log)
+    proc = start_node(node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC, **QOS_OVERRIDES), log)
     proc.log_path = log  # type: ignore[attr-defined]
     yield proc
     stop_node(proc)
@@ -452,3 +464,121 @@ def test_checkpoint_swap_corrupt_is_refused_valid_is_taken(rig: Rig, node_proc, 
     d = rig.diag()
     assert d["checkpoint_swaps"] == "1" and d["random_weights"] == "False"
     assert d["checkpoint"].endswith("tuned.safetensors")
+
+
+# ---------------------------------------------------------------- ROS 2 camera conventions
+
+
+def test_resolved_names_are_logged_once_at_start_up(rig: Rig, node_proc) -> None:
+    """Relative inputs remapped (``-r image:=/rig41/image_raw``): the log says where each
+    topic really is, once, with its type and QoS after overrides."""
+    lines = [ln for ln in node_proc.log_path.read_text().splitlines() if "topic: " in ln]
+    text = "\n".join(lines)
+    for want in (f"subscribes {IMAGE_TOPIC} [sensor_msgs/Image] (reliable,",
+                 "subscribes /rig41/camera_info [sensor_msgs/CameraInfo] (best_effort,",
+                 f"subscribes {EVENT_TOPIC} [event_camera_msgs/EventPacket] (best_effort,",
+                 f"publishes /{NODE}/image [sensor_msgs/Image] (reliable, transient_local,",
+                 f"publishes /{NODE}/camera_info [sensor_msgs/CameraInfo]",
+                 f"publishes /{NODE}/image/compressed [sensor_msgs/CompressedImage]",
+                 f"publishes /{NODE}/rain_layer [sensor_msgs/Image]",
+                 "publishes /diagnostics [diagnostic_msgs/DiagnosticArray]"):
+        assert sum(want in ln for ln in lines) == 1, (want, text)
+
+
+def test_qos_overrides_change_the_qos_seen_on_the_graph(rig: Rig) -> None:
+    from rclpy.qos import DurabilityPolicy, ReliabilityPolicy
+
+    def node_side(infos: list) -> list:
+        return [i.qos_profile for i in infos if i.node_name == NODE]
+
+    (image_sub,) = node_side(rig.node.get_subscriptions_info_by_topic(IMAGE_TOPIC))
+    (event_sub,) = node_side(rig.node.get_subscriptions_info_by_topic(EVENT_TOPIC))
+    (out_pub,) = node_side(rig.node.get_publishers_info_by_topic(f"/{NODE}/image"))
+    (info_pub,) = node_side(rig.node.get_publishers_info_by_topic(f"/{NODE}/camera_info"))
+    assert image_sub.reliability == ReliabilityPolicy.RELIABLE  # overridden
+    assert event_sub.reliability == ReliabilityPolicy.BEST_EFFORT  # the parameter's
+    assert out_pub.durability == DurabilityPolicy.TRANSIENT_LOCAL  # overridden
+    assert info_pub.durability == DurabilityPolicy.VOLATILE
+
+
+def test_camera_info_of_the_input_is_published_beside_the_clean_image(rig: Rig) -> None:
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import CameraInfo
+
+    from derain_ros.ros import header_from
+
+    reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    pub = rig.node.create_publisher(CameraInfo, "/rig41/camera_info", reliable)
+    got: list = []
+    sub = rig.node.create_subscription(CameraInfo, f"/{NODE}/camera_info", got.append,
+                                       reliable)
+    try:
+        assert rig.spin_until(lambda: pub.get_subscription_count() > 0
+                              and sub.get_publisher_count() > 0, 10)
+        k = [500.0, 0.0, 32.0, 0.0, 500.0, 24.0, 0.0, 0.0, 1.0]
+        stamps = []
+        for _ in range(3):
+            stamp = rig.t + PERIOD  # the next frame's
+            pub.publish(CameraInfo(header=header_from(stamp, "camera_optical"), width=W,
+                                   height=H, distortion_model="plumb_bob",
+                                   d=[0.1, 0.0, 0.0, 0.0, 0.0], k=k))
+            stamps += rig.step(1)
+        assert rig.wait_outputs(stamps)
+        assert rig.spin_until(lambda: {i.header.stamp.nanosec for i in got}
+                              >= {s % 10**9 for s in stamps}, 10), got
+        info = next(i for i in got if i.header.stamp.nanosec == stamps[-1] % 10**9)
+        # the output image's header (frame_id "camera"), the input's calibration
+        assert info.header.frame_id == "camera" and (info.width, info.height) == (W, H)
+        assert list(info.k) == k and info.d[0] == 0.1
+    finally:
+        rig.node.destroy_subscription(sub)
+        rig.node.destroy_publisher(pub)
+
+
+def test_compressed_output_as_image_transport_writes_it(rig: Rig) -> None:
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    got: list = []
+    sub = rig.node.create_subscription(CompressedImage, f"/{NODE}/image/compressed",
+                                       got.append, 10)
+    try:
+        assert rig.spin_until(lambda: sub.get_publisher_count() > 0, 10)
+        rig.spin_for(0.3)  # the node sees the subscriber too
+        stamps = rig.step(4)
+        assert rig.wait_outputs(stamps[:3])
+        assert rig.spin_until(lambda: len(got) >= 2, 10)
+        msg = got[-1]
+        assert msg.format == "rgb8; jpeg compressed bgr8"
+        bgr = cv2.imdecode(np.frombuffer(bytes(msg.data), np.uint8), cv2.IMREAD_COLOR)
+        raw = next(m for m in rig.outputs["image"] if m.header.stamp == msg.header.stamp)
+        rgb = np.frombuffer(bytes(raw.data), np.uint8).reshape(H, W, 3)
+        assert bgr.shape == (H, W, 3) and msg.header.frame_id == "camera"
+        # the JPEG (quality 95) of the same picture, colours in BGR order
+        ok, want = cv2.imencode(".jpg", np.ascontiguousarray(rgb[..., ::-1]),
+                                [cv2.IMWRITE_JPEG_QUALITY, 95])
+        assert ok and np.array_equal(bgr, cv2.imdecode(want, cv2.IMREAD_COLOR))
+    finally:
+        rig.node.destroy_subscription(sub)
+
+
+def test_diagnostics_have_a_fully_qualified_name_and_the_camera_as_hardware_id(
+        rig: Rig) -> None:
+    rig.step(2)
+    d = rig.diag()
+    assert d["_name"] == f"/{NODE}: deraining"
+    assert d["_hardware_id"] == "camera" == d["hardware_id"]  # the frames' frame_id
+
+
+def test_optional_publishers_are_advertised_only_while_on(rig: Rig, node_proc) -> None:
+    topic = f"/{NODE}/rain_layer"
+
+    def advertised() -> bool:
+        return any(i.node_name == NODE for i in rig.node.get_publishers_info_by_topic(topic))
+
+    assert advertised()
+    assert _set_param(rig, "publish_rain_layer", False).successful
+    assert rig.spin_until(lambda: not advertised(), 10), "still advertised when off"
+    assert _set_param(rig, "publish_rain_layer", True).successful
+    assert rig.spin_until(advertised, 10)
+    alive(rig, node_proc)

@@ -41,7 +41,7 @@ def test_params_file_declares_every_parameter_with_its_default() -> None:
     ("publish_rain_layer", "yes", "publish_rain_layer must be bool"),
     ("checkpoint", "/no/such/weights.safetensors", "does not exist"),
     ("device", "tpu", "device must be"),
-    ("image_topic", "", "must not be empty"),
+    ("jpeg_quality", 0, "jpeg_quality must be in"),
 ])
 def test_bad_values_are_rejected_with_a_reason(name: str, value: object, reason: str) -> None:
     cfg = node.NodeConfig.from_values(defaults())
@@ -65,6 +65,17 @@ def test_launch_file_declares_the_arguments() -> None:
                 and "ARGUMENTS" in ast.unparse(n))
     names = {ast.literal_eval(k) for k in args.value.keys}
     assert {"params_file", "image_topic", "event_topic", "device", "model"} <= names
+    # the topic arguments remap the node's relative inputs, defaulting to the drivers'
+    # topics exactly as `derain-ros run` does (conventions.DEFAULT_REMAPS)
+    from derain_ros.conventions import DEFAULT_REMAPS, IN_EVENTS, IN_IMAGE
+
+    defaults = {ast.literal_eval(k): ast.unparse(v.elts[0]).strip("'\"")
+                for k, v in zip(args.value.keys, args.value.values, strict=True)}
+    assert defaults["image_topic"] == DEFAULT_REMAPS[IN_IMAGE]
+    assert defaults["event_topic"] == DEFAULT_REMAPS[IN_EVENTS]
+    text = path.read_text()
+    assert '("image", LaunchConfiguration("image_topic"))' in text
+    assert '("events", LaunchConfiguration("event_topic"))' in text
     assert "generate_launch_description" in {n.name for n in tree.body
                                              if isinstance(n, ast.FunctionDef)}
     if importlib.util.find_spec("launch_ros") is None:
@@ -83,7 +94,14 @@ def test_run_builds_the_same_ros_arguments(tmp_path) -> None:
                               "--ros-args", "-r", "/a:=/b"])
     argv = node.ros_argv(args)
     assert argv[argv.index("--params-file") + 1] == str(params)
-    assert "device:=cpu" in argv and argv[-2:] == ["-r", "/a:=/b"]
+    assert "device:=cpu" in argv and argv[argv.index("/a:=/b") - 1] == "-r"
+    # the drivers' topics unless remapped; a user's remapping replaces the default
+    assert argv[-4:] == ["-r", "image:=event_camera/image_raw",
+                         "-r", "events:=event_camera/events"]
+    args = parser.parse_args(["--ros-args", "-r", "image:=/cam/image_raw"])
+    argv = node.ros_argv(args)
+    assert [a for a in argv if a.startswith("image:=")] == ["image:=/cam/image_raw"]
+    assert "events:=event_camera/events" in argv
     args = parser.parse_args(["--params-file", str(tmp_path / "missing.yaml")])
     with pytest.raises(ConfigError, match="does not exist"):
         node.ros_argv(args)
@@ -94,6 +112,11 @@ def test_unknown_parameters_and_bad_params_files_are_refused_by_name(tmp_path) -
         node.refuse_unknown_parameters({"drop_polcy": "block", "device": "cpu"})
     node.refuse_unknown_parameters({"device": "cpu", "use_sim_time": True,
                                     "qos_overrides./event_camera/events.subscription.depth": 5})
+    with pytest.raises(ConfigError, match=r"image_topic is not a parameter: topics are set by "
+                       r"remapping, use remapping `--ros-args -r image:=/cam/image_raw`"):
+        node.refuse_unknown_parameters({"image_topic": "/cam/image_raw"})
+    with pytest.raises(ConfigError, match=r"use remapping `--ros-args -r events:="):
+        node.refuse_unknown_parameters({"event_topic": "/cam/events"})
     bad = tmp_path / "bad.yaml"
     bad.write_text("/**:\n  ros__parameters: {device: [cpu\n")
     with pytest.raises(ConfigError, match="is not YAML"):
@@ -120,6 +143,14 @@ def test_node_refuses_to_start_with_a_misspelled_parameter(tmp_path) -> None:
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 1, res.stdout + res.stderr
     assert "unknown parameter(s): drop_polcy (did you mean drop_policy?)" in res.stderr
+    # a topic parameter of earlier versions: one way to set a topic, remapping
+    params.write_text("/**:\n  ros__parameters:\n    image_topic: /cam/image_raw\n")
+    res = subprocess.run([sys.executable, "-m", "derain_ros.cli", "run", "--params-file",
+                          str(params), "--allow-random-weights"], env=ros_env(44),
+                         capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert res.returncode == 1, res.stdout + res.stderr
+    assert ("image_topic is not a parameter: topics are set by remapping, use remapping "
+            "`--ros-args -r image:=/cam/image_raw`") in res.stderr
 
 
 def test_handover_newest_drops_stale_and_block_keeps_all() -> None:
@@ -198,3 +229,10 @@ def test_compressed_image_input() -> None:
     msg.data = b"not an image"
     with pytest.raises(Exception, match="cannot decode"):
         frame_from_msg(msg)
+
+
+def test_lifecycle_entry_point_is_installed_beside_the_node() -> None:
+    text = (ROOT / "setup.py").read_text()
+    assert '"derain_lifecycle_node = derain_ros.node:lifecycle_main"' in text
+    assert issubclass(node.DerainLifecycleNode, node.DerainCore)
+    assert issubclass(node.DerainNode, node.DerainCore)

@@ -31,8 +31,7 @@ def replay_node(tmp_path_factory) -> Iterator[tuple]:
     tmp = tmp_path_factory.mktemp("replay")
     params = yaml.safe_load((ROOT / "config" / "derain.yaml").read_text())
     params["/**"]["ros__parameters"].update(
-        image_topic="/rig42/image_raw", event_topic="/rig42/events",
-        event_msg_type="EventArray", image_transport="compressed",
+        event_msg_type="EventArray", image_transport="compressed", publish_compressed=False,
         image_qos_reliability="reliable", image_qos_depth=100,
         event_qos_reliability="reliable", drop_policy="block", block_queue_depth=100,
         warmup_width=W, warmup_height=H, num_threads=1, diagnostics_period=0.2)
@@ -40,7 +39,8 @@ def replay_node(tmp_path_factory) -> Iterator[tuple]:
     params_file.write_text(yaml.safe_dump(params))
     log = tmp / "node.log"
     cmd = [sys.executable, "-m", "derain_ros.cli", "run", "--params-file", str(params_file),
-           "--allow-random-weights", "--name", NODE]
+           "--allow-random-weights", "--name", NODE,
+           "--ros-args", "-r", "image:=/rig42/image_raw", "-r", "events:=/rig42/events"]
     proc = subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
     rig = Rig(NODE, "/rig42/image_raw", "/rig42/events", event_type="EventArray",
@@ -69,3 +69,27 @@ def test_block_mode_loses_no_frame(replay_node) -> None:
     out = [m for m in rig.outputs["image"] if m.header.frame_id == "camera"]
     assert all(m.encoding == "bgr8" for m in out)  # PNG colour frames decode as bgr8
     assert proc.poll() is None
+
+
+def test_compressed_input_by_remapping_and_optional_outputs_not_advertised(
+        replay_node) -> None:
+    """image_transport's convention: ``image_transport: compressed`` subscribes to the
+    remapped image topic + ``/compressed``; outputs that are off are not on the graph."""
+    _, rig = replay_node
+    graph = rig.node
+
+    def node_subs(topic: str) -> list:
+        return [i.topic_type for i in graph.get_subscriptions_info_by_topic(topic)
+                if i.node_name == NODE]
+
+    def node_pubs(topic: str) -> list:
+        return [i.topic_type for i in graph.get_publishers_info_by_topic(topic)
+                if i.node_name == NODE]
+
+    assert node_subs("/rig42/image_raw/compressed") == ["sensor_msgs/msg/CompressedImage"]
+    assert node_subs("/rig42/image_raw") == []
+    assert node_subs("/rig42/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+    assert node_pubs(f"/{NODE}/image") == ["sensor_msgs/msg/Image"]
+    assert node_pubs(f"/{NODE}/camera_info") == ["sensor_msgs/msg/CameraInfo"]
+    for off in ("rain_layer", "events_image", "image/compressed"):
+        assert node_pubs(f"/{NODE}/{off}") == [], off

@@ -43,7 +43,8 @@ def small_bag(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def node(tmp_path_factory) -> Iterator[subprocess.Popen]:
     log = tmp_path_factory.mktemp("node") / "node.log"
-    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={NODE}",
+           "-r", "image:=/event_camera/image_raw", "-r", "events:=/event_camera/events"]
     for kv in ("allow_random_weights:=true", "device:=cpu", "num_threads:=1",
                "drop_policy:=block", "image_qos_reliability:=reliable",
                "event_qos_reliability:=reliable", "warmup_width:=64", "warmup_height:=48"):

@@ -4,7 +4,7 @@ A node listening on another event topic than the bag's would derain frames only,
 the replay used to look fine. Through a real node subprocess (started with a deliberately
 wrong ``event_topic``) over loopback DDS:
 
-- the replay refuses at once and names the fix (``-p event_topic:=...``);
+- the replay refuses at once and names the fix (``-r events:=...``);
 - with that check bypassed, the node's own ``/diagnostics`` counters (``sync_packets_in``
   before and after) still catch it: no event packet arrived -> failure;
 - with the topics matching, every published packet is counted by the node;
@@ -58,11 +58,12 @@ def bags(tmp_path_factory) -> tuple[Path, Path]:
 def wrong_node(tmp_path_factory) -> Iterator[subprocess.Popen]:
     """A node that listens for events on :data:`WRONG` (not where the bag has them)."""
     log = tmp_path_factory.mktemp("node") / "node.log"
-    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={NODE}"]
+    cmd = [sys.executable, "-m", "derain_ros.node", "--ros-args", "-r", f"__node:={NODE}",
+           "-r", "image:=/event_camera/image_raw", "-r", f"events:={WRONG}"]
     for kv in ("allow_random_weights:=true", "device:=cpu", "num_threads:=1",
                "drop_policy:=block", "image_qos_reliability:=reliable",
                "event_qos_reliability:=reliable", "warmup_width:=64", "warmup_height:=48",
-               f"event_topic:={WRONG}", "diagnostics_period:=0.5"):
+               "diagnostics_period:=0.5"):
         cmd += ["-p", kv]
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=fh,
@@ -91,7 +92,7 @@ def test_replay_refuses_a_node_that_does_not_listen_to_the_events(wrong_node, ba
                "--node-name", NODE, "--timeout", "60")
     assert res.returncode == 1, res.stdout + res.stderr
     assert f"does not subscribe to {EVENT_TOPIC}" in res.stderr, res.stderr
-    assert f"-p event_topic:={EVENT_TOPIC}" in res.stderr
+    assert f"-r events:={EVENT_TOPIC}" in res.stderr
     assert WRONG in res.stderr  # what the node listens to instead
     assert "Traceback" not in res.stderr
 
@@ -106,7 +107,7 @@ def test_node_diagnostics_catch_events_that_never_arrive(wrong_node, bags, tmp_p
     with pytest.raises(EventsNotReceivedError, match="NO EVENTS REACHED THE NODE") as err:
         replay.replay_bag(rainy, out, lossless=True, node_name=NODE, timeout_s=60,
                           progress=False)
-    assert f"-p event_topic:={EVENT_TOPIC}" in str(err.value)
+    assert f"-r events:={EVENT_TOPIC}" in str(err.value)
     summary = json.loads((out / replay.REPLAY_SUMMARY).read_text())
     assert summary["event_packets"] > 0 and summary["events_delivered"] == 0
     assert summary["frames_without_events"] >= FRAMES - 1

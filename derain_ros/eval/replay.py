@@ -168,8 +168,8 @@ def _delivered(n: int | None) -> str:
 
 def events_fix(event_topic: str, node_name: str) -> str:
     """How to make the node listen where the bag's events are."""
-    return (f"start the node with `-p event_topic:={event_topic}` (e.g. `derain-ros run "
-            f"--ros-args -r __node:={node_name.strip('/')} -p event_topic:={event_topic}`), "
+    return (f"remap the node's events with `-r events:={event_topic}` (e.g. `derain-ros run "
+            f"--ros-args -r __node:={node_name.strip('/')} -r events:={event_topic}`), "
             f"or replay with --event-topic naming the node's topic")
 
 
@@ -223,7 +223,7 @@ def check_events(bag: str | Path, topics: dict[str, Any], event_topic: str) -> l
         raise EventsNotReceivedError(
             f"{bag}: no events on {event_topic!r}, but the bag has events on "
             f"{', '.join(others)}: replay with --event-topic {others[0]} and start the node "
-            f"with `-p event_topic:={others[0]}`; otherwise the node derains frames only")
+            f"remapped with `-r events:={others[0]}`; otherwise the node derains frames only")
     return [f"the bag has no events (no {' or '.join(EVENT_MSGTYPES)} topic): the node "
             f"runs FRAMES-ONLY (no event guidance)"]
 
@@ -279,7 +279,7 @@ def replay_bag(bag: str | Path, out_bag: str | Path, *, rate: float = 1.0,
         _wait_for_node(session, pubs, plan, timeout_s)
         params = session.parameters(["drop_policy", "arrangement", "image_qos_reliability",
                                      "event_qos_reliability", "model", "checkpoint",
-                                     "in_chans", "event_topic", "diagnostics_period"])
+                                     "in_chans", "diagnostics_period"])
         _check_node_events(session, pubs, plan, params)
         in_flight = _check_node_parameters(params, lossless, plan.warnings)
         with BagWriter(out_bag, overwrite=overwrite) as writer:
@@ -361,7 +361,8 @@ def _wait_for_node(session: Any, pubs: _Publishers, plan: _Plan, timeout_s: floa
         raise NodeNotFoundError(
             f"no node /{session.target} subscribed to {plan.image_topic} and publishing "
             f"{plan.out_image} within {timeout_s:.0f} s. Start it first, e.g. `derain_node "
-            f"--ros-args --params-file config/derain.yaml -p drop_policy:=block "
+            f"--ros-args -r image:={plan.image_topic} -r events:={plan.event_topic} "
+            f"--params-file config/derain.yaml -p drop_policy:=block "
             f"-p image_qos_reliability:=reliable -p event_qos_reliability:=reliable` "
             f"(same ROS_DOMAIN_ID, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST)")
 
@@ -381,14 +382,12 @@ def _check_node_events(session: Any, pubs: _Publishers, plan: _Plan,
         return msgtype in subscribed.get(plan.event_topic, [])
 
     if not session.wait_until(listening, 5.0):
-        node_event_topic = params.get("event_topic")
         theirs = ", ".join(f"{t} ({'/'.join(ty)})" for t, ty in sorted(subscribed.items())
                            if t != plan.image_topic and not t.startswith("/parameter"))
         raise EventsNotReceivedError(
             f"the node /{session.target} does not subscribe to {plan.event_topic} "
             f"({msgtype}), where the bag's {plan.topics[plan.event_topic].count} event "
-            f"packets are" + (f"; its event_topic is {node_event_topic!r}"
-                               if node_event_topic else "")
+            f"packets are"
             + (f" (it subscribes to {theirs})" if theirs else "")
             + ". It would derain frames only. Fix: "
             + events_fix(plan.event_topic, plan.node_name))

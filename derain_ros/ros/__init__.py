@@ -15,6 +15,8 @@ from derain_ros.ros.diagnostics import (
 )
 from derain_ros.ros.messages import (
     HAVE_CV_BRIDGE,
+    camera_info_like,
+    compressed_msg,
     frame_from_msg,
     frame_pixels,
     header_from,
@@ -22,7 +24,7 @@ from derain_ros.ros.messages import (
     network_image_msg,
     stamp_msg,
 )
-from derain_ros.ros.qos import RELIABILITIES, qos_profile
+from derain_ros.ros.qos import RELIABILITIES, describe_qos, overridable, qos_profile
 
 __all__ = [
     "HAVE_CV_BRIDGE",
@@ -31,6 +33,9 @@ __all__ = [
     "LatencyWindow",
     "RateMeter",
     "array_msg",
+    "camera_info_like",
+    "compressed_msg",
+    "describe_qos",
     "frame_from_msg",
     "frame_pixels",
     "header_from",
@@ -38,6 +43,7 @@ __all__ = [
     "max_encoded_bytes",
     "memory_mb",
     "network_image_msg",
+    "overridable",
     "qos_profile",
     "shm_segment_bytes",
     "stamp_msg",

@@ -7,15 +7,17 @@ where cv_bridge exists). Published images keep the input's header (stamp and fra
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from derain_ros.images import (
     ImageEncodingError,
     array_to_image,
     from_network,
+    image_to_array,
     is_color,
     output_encoding,
 )
@@ -28,6 +30,8 @@ except ImportError:  # pragma: no cover - depends on the install
 
 __all__ = [
     "HAVE_CV_BRIDGE",
+    "camera_info_like",
+    "compressed_msg",
     "frame_from_msg",
     "frame_pixels",
     "header_from",
@@ -102,3 +106,42 @@ def network_image_msg(image: np.ndarray, like_encoding: str, header: Header) -> 
     return image_msg(from_network(image, out_enc), out_enc, header)
 
 
+
+
+def compressed_msg(msg: Image, jpeg_quality: int = 95) -> CompressedImage:
+    """``msg`` as image_transport's ``compressed`` plugin publishes it.
+
+    8-bit mono or 3-channel colour: JPEG at ``jpeg_quality``; anything else (16-bit,
+    alpha) PNG, which keeps the bit depth. ``format`` is written as the plugin writes it,
+    ``"<encoding>; jpeg compressed <bgr8|mono8>"`` (or ``png compressed`` with
+    ``bgr8``/``bgr16``/``mono8``/``mono16``), so image_transport subscribers (rqt,
+    ``republish``) decode it; colour is stored BGR as OpenCV writes it.
+    """
+    arr = image_to_array(msg.encoding, int(msg.height), int(msg.width), int(msg.step),
+                         bytes(msg.data), bool(msg.is_bigendian))
+    color = is_color(msg.encoding)
+    if color:
+        code = {"rgb": cv2.COLOR_RGB2BGR, "rgba": cv2.COLOR_RGBA2BGR,
+                "bgra": cv2.COLOR_BGRA2BGR}.get(msg.encoding.rstrip("0123456789"))
+        arr = cv2.cvtColor(arr, code) if code is not None else arr
+    deep = arr.dtype == np.uint16
+    target = ("bgr" if color else "mono") + ("16" if deep else "8")
+    if deep or (arr.ndim == 3 and arr.shape[2] != 3):
+        kind, ok, buf = "png", *cv2.imencode(".png", np.ascontiguousarray(arr))
+    else:
+        kind, ok, buf = "jpeg", *cv2.imencode(".jpg", np.ascontiguousarray(arr),
+                                              [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
+    if not ok:
+        raise ImageEncodingError(f"OpenCV cannot {kind}-encode a {msg.encoding} image")
+    out = CompressedImage(header=msg.header, format=f"{msg.encoding}; {kind} compressed {target}")
+    out.data = buf.tobytes()
+    return out
+
+
+def camera_info_like(info: CameraInfo, header: Header) -> CameraInfo:
+    """A copy of ``info`` with ``header`` (the derained image's): the calibration of the
+    input camera passes through unchanged, since the network keeps the image geometry."""
+    return CameraInfo(header=header, height=info.height, width=info.width,
+                      distortion_model=info.distortion_model, d=list(info.d), k=info.k,
+                      r=info.r, p=info.p, binning_x=info.binning_x,
+                      binning_y=info.binning_y, roi=info.roi)

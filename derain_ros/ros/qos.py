@@ -4,15 +4,26 @@ Why best effort: the event drivers and most camera drivers publish best effort, 
 reliable subscription to a best-effort publisher receives nothing - the most common
 "no data" complaint about event-camera nodes. ``reliable`` is for replay tools and
 recorded pipelines that want every message.
+
+Every subscription and publication of the node can be changed at start-up with ROS 2's
+standard ``qos_overrides.<topic>.<subscription|publisher>.<policy>`` parameters
+(:func:`overridable`): history, depth, reliability and durability.
 """
 
 from __future__ import annotations
 
-from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (
+    DurabilityPolicy,
+    HistoryPolicy,
+    QoSPolicyKind,
+    QoSProfile,
+    ReliabilityPolicy,
+)
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 from derain_ros.errors import ConfigError
 
-__all__ = ["RELIABILITIES", "qos_profile"]
+__all__ = ["RELIABILITIES", "describe_qos", "overridable", "qos_profile"]
 
 #: parameter value -> rclpy policy
 RELIABILITIES = {
@@ -32,3 +43,20 @@ def qos_profile(reliability: str = "best_effort", depth: int = 5) -> QoSProfile:
     return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=int(depth),
                       reliability=RELIABILITIES[reliability],
                       durability=DurabilityPolicy.VOLATILE)
+
+
+def overridable() -> QoSOverridingOptions:
+    """Options that let ``qos_overrides.<topic>.<entity>.<policy>`` parameters set the
+    history, depth, reliability and durability of one subscription or publisher (read
+    once, when it is created), as every ROS 2 camera pipeline node allows."""
+    return QoSOverridingOptions(policy_kinds=(
+        QoSPolicyKind.HISTORY, QoSPolicyKind.DEPTH, QoSPolicyKind.RELIABILITY,
+        QoSPolicyKind.DURABILITY))
+
+
+def describe_qos(qos: QoSProfile) -> str:
+    """``reliable, volatile, keep_last 5``: a profile in a log line."""
+    history = qos.history.name.lower()
+    if qos.history == HistoryPolicy.KEEP_LAST:
+        history += f" {qos.depth}"
+    return f"{qos.reliability.name.lower()}, {qos.durability.name.lower()}, {history}"
