@@ -140,6 +140,34 @@ def test_a_failed_guard_keeps_fp32_counts_and_logs_once(windows, cache, caplog) 
     assert len(refusals) == 1 and refusals[0].levelno == logging.WARNING
 
 
+def test_calibrated_on_a_dry_start_it_still_agrees_in_heavy_rain(windows, tmp_path) -> None:
+    """The node calibrates on whatever comes first: a dry start (~40x fewer events than
+    heavy rain) must not leave the event path's ranges too narrow for rain later (37 dB
+    without the event headroom of QuantSettings; measured 53 dB with it)."""
+    from derain_ros.images import from_network
+    from derain_ros.sim import SynthConfig, synthesize_clip
+
+    dry = [FrameWindow(f.index, f.t_ns, f.t_prev_ns,
+                       FrameImage(from_network(f.rainy, "rgb8"), "rgb8"), f.events,
+                       TriggerBatch.empty(), f.t_ns, "cam")
+           for f in synthesize_clip(SynthConfig(source="skimage:camera@pan", width=W,
+                                                height=H, n_frames=24, rain=None, seed=5,
+                                                threads=1))]
+    def rate(ws: list[FrameWindow]) -> float:
+        return float(np.mean([len(w.events) for w in ws]))
+
+    assert rate(dry) * 8 < rate(windows[:10])  # events per frame: far fewer when dry
+    fp32 = _engine(tmp_path)
+    int8 = _engine(tmp_path, dtype="int8")  # the default 24 frames
+    for w in dry:
+        int8.process(w)
+    assert int8._runner.wait(180) and int8.int8_status()["int8_calibrations"] == 1
+    worst = min(psnr_db(int8.process(w).derained, fp32.process(w).derained)
+                for w in windows[:10])
+    assert int8.backend_name.endswith("/int8")
+    assert worst >= 45.0, worst
+
+
 def test_int8_is_refused_off_the_onnxruntime_cpu_backend() -> None:
     with pytest.raises(ConfigError, match="dtype int8 runs only on onnxruntime's CPU"):
         DerainEngine("derain_tiny", device="cpu", backend="torch", dtype="int8")
