@@ -180,7 +180,9 @@ def choose_backend(device: Any = "cpu", dtype: Any = "auto") -> tuple[str, str]:
 
     CPU: ``onnxruntime`` when it is importable and the dtype is fp32/auto, else
     ``torch``. CUDA: ``tensorrt`` (onnxruntime's TensorRT EP; fp16 for dtype auto/fp16)
-    when present, else ``onnxruntime`` (CUDA EP) at fp32, else ``torch``.
+    when present, else ``onnxruntime`` (CUDA EP) at fp32, else ``torch``. int8:
+    ``onnxruntime`` (the only back-end with an int8 path; :func:`check_int8` refuses it
+    off the CPU).
     """
     kind, _ = _device(device)
     dt = _dtype(dtype)

@@ -60,6 +60,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import tempfile
 import threading
 import time
@@ -264,6 +265,17 @@ def quantize_graph(fp32_path: Path, out_path: Path, calibration: Sequence[Clip],
         calibrate_method=getattr(CalibrationMethod, settings.calibrate_method))
 
 
+def _remove_stale_work(folder: Path, age_s: float = 3600.0) -> None:
+    """Remove work folders (``.int8-*``) older than ``age_s`` that a process killed while
+    quantising left behind (its temporary folder is not cleaned up then)."""
+    for stale in folder.glob(".int8-*"):
+        try:
+            if time.time() - stale.stat().st_mtime > age_s:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+
+
 def _lower_priority() -> None:
     """Nice the calling thread by 10 (Linux nices threads one by one; the onnxruntime
     threads a session starts here inherit it): quantising must not take the CPU from
@@ -461,6 +473,7 @@ class Int8Runner(OnnxRuntimeRunner):
         out = int8_path(self.cache_dir, key, self.settings)
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
+            _remove_stale_work(out.parent)
             with tempfile.TemporaryDirectory(prefix=".int8-", dir=out.parent) as tmp:
                 graph = Path(tmp) / "int8.onnx"
                 quantize_graph(fp32_path, graph, calibration, self.settings, Path(tmp))
