@@ -55,8 +55,9 @@ setup(
         "sim": ["scikit-video>=1.1.11", "scikit-image>=0.22"],
         "eval": ["matplotlib>=3.7", "scikit-image>=0.22"],
         "export": ["onnx>=1.15", "onnxruntime>=1.17"],
-        # derain_ros.runtime's onnxruntime back-end (onnxruntime-gpu for CUDA/TensorRT).
-        "runtime": ["onnxruntime>=1.17"],
+        # derain_ros.runtime's onnxruntime back-end (onnxruntime-gpu for CUDA/TensorRT);
+        # onnx for dtype int8 (onnxruntime.quantization rewrites the graph with it).
+        "runtime": ["onnxruntime>=1.17", "onnx>=1.15"],
         "bench": ["evt3>=0.4", "tonic>=1.4", "rich>=13"],
         "dev": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6"],
     },

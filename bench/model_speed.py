@@ -12,8 +12,10 @@ load on a shared machine; the load average is printed). Keeps to about 2 minutes
 
 Runtime back-ends (``derain_ros.runtime``): for derain_tiny and derain_base at both sizes,
 one row per back-end through ``make_runner`` exactly as the node calls it (numpy out):
-``torch`` (eager), ``torch_compile`` (its compile time apart) and ``onnxruntime`` (CPU EP),
-2 threads each; on CUDA also torch fp16/bf16 channels-last and the onnxruntime CUDA and
+``torch`` (eager), ``torch_compile`` (its compile time apart), ``onnxruntime`` (CPU EP)
+and ``onnxruntime`` at dtype int8 (the quantised graph, calibrated first on a synthetic
+rainy clip as the node calibrates on its first frames: ``calibrate_int8``), 2 threads
+each; on CUDA also torch fp16/bf16 channels-last and the onnxruntime CUDA and
 TensorRT providers where installed. Each row: fps, latency p50/p99 and the ratio to torch
 eager in the same run. ``--backends`` runs only this part (several minutes on 2 cores:
 compiling derain_base takes a few), ``--no-backends`` skips it.
@@ -117,7 +119,7 @@ def backend_rows() -> list[dict]:
 
     setups: list[tuple[str, str, str, bool]] = [
         ("torch", "cpu", "fp32", False), ("torch_compile", "cpu", "fp32", False),
-        ("onnxruntime", "cpu", "fp32", False)]
+        ("onnxruntime", "cpu", "fp32", False), ("onnxruntime", "cpu", "int8", False)]
     if torch.cuda.is_available():
         setups += [("torch", "cuda", "fp32", False), ("torch", "cuda", "fp16", True),
                    ("torch", "cuda", "bf16", True), ("torch_compile", "cuda", "bf16", True),
@@ -139,6 +141,8 @@ def backend_rows() -> list[dict]:
                     t0 = time.perf_counter()
                     runner.prepare(height, width)
                     prepare_s = time.perf_counter() - t0
+                    calibrate_s = (calibrate_int8(runner, name, height, width)
+                                   if isinstance(runner, rt.Int8Runner) else 0.0)
                     times = _latencies(lambda r=runner, f=frames, e=events: r(f, e))
                     row = {"model": name, "size": f"{width}x{height}", "backend": backend,
                            "device": device, "dtype": dtype + ("/cl" if cl else ""),
@@ -147,10 +151,15 @@ def backend_rows() -> list[dict]:
                            "p50_ms": round(1e3 * _pct(times, 50), 1),
                            "p99_ms": round(1e3 * _pct(times, 99), 1), "runs": len(times),
                            "prepare_s": round(prepare_s, 1), "runner": runner.name}
+                    if isinstance(runner, rt.Int8Runner):
+                        row["calibrate_s"] = round(calibrate_s, 1)
+                        row["int8_state"] = runner.int8_status()["int8_state"]
                     rows.append(row)
                     print(f"  {name:12s} {width}x{height} {runner.name:40s} {row['fps']:7.1f} fps"
                           f" p50 {row['p50_ms']:7.1f} ms p99 {row['p99_ms']:7.1f} ms "
-                          f"(prepare {prepare_s:.1f} s)", flush=True)
+                          f"(prepare {prepare_s:.1f} s"
+                          + (f", calibrate {calibrate_s:.1f} s: {row['int8_state']}"
+                             if "int8_state" in row else "") + ")", flush=True)
     # Ratio of medians (like the rest of this bench: the median is the figure least
     # disturbed by other load on a shared machine).
     eager = {(r["model"], r["size"], r["device"]): r["fps_p50"] for r in rows
@@ -159,6 +168,40 @@ def backend_rows() -> list[dict]:
         base = eager.get((r["model"], r["size"], r["device"]))
         r["x_eager"] = round(r["fps_p50"] / base, 2) if base else None
     return rows
+
+
+def calibrate_int8(runner, name: str, height: int, width: int,
+                   seed: int = 0) -> float:
+    """Feed a dtype-int8 runner the clips of a synthetic rainy recording, prepared as the
+    engine prepares them (the network's InputBuilder, the engine's clip order), until it
+    has kept its calibration frames; wait for its background quantisation and guard.
+    Returns the seconds taken, synthesis included. Whether the guard accepted the graph
+    shows in ``runner.name`` (``.../int8``, else still ``.../fp32``)."""
+    from derain_ros.images import from_network
+    from derain_ros.model import InputBuilder
+    from derain_ros.records import TriggerBatch
+    from derain_ros.sim import SynthConfig, synthesize_clip
+    from derain_ros.sync import FrameImage, FrameWindow
+
+    start = time.perf_counter()
+    builder = InputBuilder(create_model(name).input_contract)
+    config = SynthConfig(source="skimage:astronaut@pan", width=width, height=height,
+                         n_frames=runner.calibration_frames + 2, rain="heavy", seed=seed,
+                         threads=CPU_THREADS)
+    steps: list = []
+    for f in synthesize_clip(config):
+        window = FrameWindow(f.index, f.t_ns, f.t_prev_ns,
+                             FrameImage(from_network(f.rainy, "rgb8"), "rgb8"), f.events,
+                             TriggerBatch.empty(), f.t_ns, "rig")
+        steps = [*steps[-(2 if builder.needs_next else 1):], builder.window(window)]
+        if builder.needs_next and len(steps) < 2:
+            continue
+        target = len(steps) - 1 - int(builder.needs_next)
+        frames, events = builder.clip_at([s[0] for s in steps], [s[1] for s in steps], target)
+        runner(frames[None], None if events is None else events[None])
+    runner.wait(1800)
+    runner.prepare(height, width)  # opens the accepted int8 graph (else stays fp32)
+    return time.perf_counter() - start
 
 
 def runner_inputs(name: str, height: int, width: int, backend: str):

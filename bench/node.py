@@ -30,7 +30,8 @@ the loopback Fast DDS profile for itself and the node, and refuses to run when t
 environment asks for anything else.
 
 Run: ``.venv/bin/python bench/node.py`` (about 4 minutes; ``BENCH_SECONDS`` per run,
-``BENCH_THREADS``). Last line: one JSON object ``{"throughput_ratio", "fps",
+``BENCH_THREADS``; ``BENCH_INT8=1`` adds a dtype-int8 run: ``*_int8`` figures). Last
+line: one JSON object ``{"throughput_ratio", "fps",
 "bare_fps", "p50_latency_ms", "p99_latency_ms", "overhead_cpu_ms_346x260",
 "overhead_cpu_ms_640x480", "fps_346x260", "fps_640x480", "p99_latency_ms_346x260",
 "rss_mb", "backend", ...}`` (the unsuffixed figures are 346 x 260 without load).
@@ -54,6 +55,9 @@ CAMERA_FPS = 30.0
 EVENTS_PER_S = 300_000
 PACKET_NS = 10_000_000
 PREROLL_S, MEASURE_S = 4.0, float(os.environ.get("BENCH_SECONDS", "12"))
+#: ``BENCH_INT8=1`` adds a run at dtype int8 (derain_tiny, 346 x 260, no load): the node
+#: calibrates on the stream, the measured span starts once it runs int8.
+INT8 = os.environ.get("BENCH_INT8", "0") == "1"
 
 
 def _dds_environment() -> None:
@@ -69,9 +73,9 @@ def _dds_environment() -> None:
 
 
 def bare_fps(model_name: str, width: int, height: int, device: str, backend: str,
-             seconds: float) -> float:
+             seconds: float, dtype: str = "auto") -> float:
     """Frames per second of the network alone through the node's back-end, batch 1
-    (median of the timed passes)."""
+    (median of the timed passes); dtype int8: after calibrating on a synthetic clip."""
     import statistics
 
     import torch
@@ -81,10 +85,15 @@ def bare_fps(model_name: str, width: int, height: int, device: str, backend: str
     from derain_ros.runtime import make_runner
 
     dev = torch.device(device)
-    dtype = resolve_dtype("auto", dev)
-    model = create_model(model_name).to(device=dev, dtype=dtype).eval()
-    runner = make_runner(backend, model, dev, dtype, height, width, threads=THREADS)
-    frames, events = model.example_inputs(height, width, device=dev, dtype=dtype)
+    torch_dtype = resolve_dtype("auto", dev)
+    model = create_model(model_name).to(device=dev, dtype=torch_dtype).eval()
+    runner = make_runner(backend, model, dev, dtype if dtype == "int8" else torch_dtype,
+                         height, width, threads=THREADS)
+    if dtype == "int8":
+        from model_speed import calibrate_int8
+
+        calibrate_int8(runner, model_name, height, width)
+    frames, events = model.example_inputs(height, width, device=dev, dtype=torch_dtype)
     times = []
     with torch.inference_mode():
         for _ in range(3):
@@ -204,12 +213,17 @@ class Rig:
 
 
 def node_run(model_name: str, width: int, height: int, device: str, *,
-             backend: str = "auto", load: bool = False) -> dict[str, float | str]:
-    """Start the node, stream to it, return its figures (``load``: burn one core meanwhile)."""
+             backend: str = "auto", load: bool = False,
+             dtype: str = "auto") -> dict[str, float | str]:
+    """Start the node, stream to it, return its figures (``load``: burn one core meanwhile).
+
+    dtype int8: the pre-roll lasts until the node runs the int8 graph (it calibrates on
+    the stream's first frames, then quantises in the background), so the measured span
+    is int8 only; the RSS high-water mark includes the calibration."""
     params = {
         "model": model_name,
         "allow_random_weights": True, "device": device, "num_threads": THREADS,
-        "backend": backend,
+        "backend": backend, "dtype": dtype,
         "warmup_width": width, "warmup_height": height, "drop_policy": "newest",
         "image_qos_reliability": "reliable", "event_qos_reliability": "reliable",
         "diagnostics_period": 0.5,
@@ -229,8 +243,14 @@ def node_run(model_name: str, width: int, height: int, device: str, *,
             burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
         t0 = 1_700_000_000_000_000_000
         rig.stream(PREROLL_S, t0)
+        preroll = PREROLL_S
+        while dtype == "int8" and not rig.latest().get("backend", "").endswith("/int8"):
+            if "refused" in rig.latest().get("int8_state", "") or preroll > 600:
+                raise RuntimeError(f"node never ran int8: {rig.latest().get('int8_state')}")
+            rig.stream(2.0, t0 + int(preroll * 1e9))
+            preroll += 2.0
         start = rig.latest()
-        rig.stream(MEASURE_S, t0 + int(PREROLL_S * 1e9))
+        rig.stream(MEASURE_S, t0 + int(preroll * 1e9))
         n = len(rig.diagnostics)
         while len(rig.diagnostics) < n + 2:  # two fresh reports after the stream
             rig.executor.spin_once(timeout_sec=0.1)
@@ -256,6 +276,7 @@ def node_run(model_name: str, width: int, height: int, device: str, *,
         "dropped_stale": int(end["dropped_stale"]),
         "windows_incomplete": int(end["sync_windows_events_incomplete"]),
         "rss_mb": rss, "backend": end["backend"],
+        "preroll_s": preroll,
     }
     for key in ("infer_ms_p50", "infer_cpu_ms_p50", "overhead_cpu_ms_p50", "overhead_cpu_ms_p99",
                 "overhead_wall_ms_p50", "receive_cpu_ms_p50", "prepare_cpu_ms_p50",
@@ -276,16 +297,22 @@ def main() -> int:
     runs = [("derain_tiny", w, h, "cpu", "auto", load) for w, h in sizes
             for load in (False, True)]
     runs.append(("derain_tiny", 346, 260, "cpu", "torch", False))  # memory with torch
+    if INT8:  # dtype int8 on onnxruntime's CPU EP (calibrated on the stream)
+        runs.append(("derain_tiny", 346, 260, "cpu", "int8", False))
     if torch.cuda.is_available():
         runs.append(("derain_base", 640, 480, "cuda", "auto", False))
     bare_cache: dict[tuple[str, int, int, str, str], float] = {}
     for model_name, width, height, device, backend, load in runs:
         key = (model_name, width, height, device, backend)
         fresh = key not in bare_cache
-        before = bare_fps(model_name, width, height, device, backend, 6.0) if fresh else 0.0
-        node = node_run(model_name, width, height, device, backend=backend, load=load)
+        # "int8" in the back-end column: onnxruntime at dtype int8
+        run_backend, dtype = ("onnxruntime", "int8") if backend == "int8" else (backend, "auto")
+        before = (bare_fps(model_name, width, height, device, run_backend, 6.0, dtype)
+                  if fresh else 0.0)
+        node = node_run(model_name, width, height, device, backend=run_backend, load=load,
+                        dtype=dtype)
         if fresh:  # the less disturbed of the two (this machine is shared)
-            after = bare_fps(model_name, width, height, device, backend, 6.0)
+            after = bare_fps(model_name, width, height, device, run_backend, 6.0, dtype)
             bare_cache[key] = max(before, after)
         bare = bare_cache[key]
         ratio = float(node["fps"]) / bare
@@ -304,6 +331,17 @@ def main() -> int:
             results["rss_mb_torch"] = round(float(node["rss_mb"]), 1)
             results["overhead_cpu_ms_346x260_torch"] = round(
                 float(node["overhead_cpu_ms_p50"]), 2)
+            continue
+        if backend == "int8":
+            results.update({
+                "fps_346x260_int8": round(float(node["fps"]), 2),
+                "bare_fps_346x260_int8": round(bare, 2),
+                "infer_ms_346x260_int8": round(float(node["infer_ms_p50"]), 1),
+                "p99_latency_ms_346x260_int8": round(float(node["p99_latency_ms"]), 1),
+                "rss_mb_int8": round(float(node["rss_mb"]), 1),
+                "int8_preroll_s": float(node["preroll_s"]),
+                "backend_int8": str(node["backend"]),
+            })
             continue
         suffix = size + ("_load" if load else "")
         results.update({
@@ -324,7 +362,8 @@ def main() -> int:
                 "backend": str(node["backend"]),
             })
     results["rss_mb"] = max(float(v) for k, v in results.items()
-                            if k.startswith("rss_mb_") and k != "rss_mb_torch")
+                            if k.startswith("rss_mb_") and k not in ("rss_mb_torch",
+                                                                     "rss_mb_int8"))
     results["loadavg_start"] = round(load0, 2)
     results["loadavg_end"] = round(os.getloadavg()[0], 2)
     print(f"derain_node, threads {THREADS}, camera {CAMERA_FPS:.0f} fps, "

@@ -51,7 +51,16 @@ from derain_ros.model import (
 )
 from derain_ros.model.checkpoint_info import checkpoint_config, checkpoint_contract
 from derain_ros.records import EventBatch
-from derain_ros.runtime import OnnxRuntimeRunner, Runner, choose_backend, make_runner
+from derain_ros.runtime import (
+    DEFAULT_CALIBRATION_FRAMES,
+    DEFAULT_MIN_PSNR_DB,
+    Int8Runner,
+    OnnxRuntimeRunner,
+    Runner,
+    check_int8,
+    choose_backend,
+    make_runner,
+)
 from derain_ros.sync import FrameWindow
 
 if TYPE_CHECKING:
@@ -107,7 +116,7 @@ def _cpu_without_torch(device: str, dtype: str, backend: str) -> bool:
     needs no torch (decided without importing it)."""
     from derain_ros.runtime import _device as runtime_device
 
-    if dtype not in ("auto", "fp32"):
+    if dtype not in ("auto", "fp32", "int8"):
         return False
     try:
         kind, _ = runtime_device(device)
@@ -118,6 +127,13 @@ def _cpu_without_torch(device: str, dtype: str, backend: str) -> bool:
     if backend == "auto":
         backend = choose_backend("cpu", dtype)[0]
     return backend == "onnxruntime"
+
+
+def _probe(runner: Runner, frames: Any, events: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``runner`` on made-up data (warm-up, a swap's test clip): never calibration."""
+    if isinstance(runner, Int8Runner):
+        return runner.run(frames, events, calibrate=False)
+    return runner(frames, events)
 
 
 def _weights_sha(path: str | Path) -> str | None:
@@ -193,7 +209,13 @@ class DerainEngine:
             ``.json``), or a registered name; a name loads its shipped weights, or
             random weights when ``allow_random_weights`` (tests, benchmarks, first runs).
         device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``.
-        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``.
+        dtype: ``auto`` (bf16/fp16 on CUDA, fp32 on CPU), ``fp32``, ``fp16``, ``bf16``, or
+            ``int8``: the onnxruntime CPU back-end only (else :class:`ConfigError`), fp32
+            for the first ``int8_calibration_frames`` frames, whose prepared clips then
+            calibrate a quantised copy of the graph in the background; it replaces fp32
+            between two frames once it agrees with fp32 on held-back clips
+            (:mod:`derain_ros.runtime.int8`). A checkpoint swap or a new frame size starts
+            over (from the runtime cache when it has that int8 graph).
         compile: wrap the network in ``torch.compile``.
         arrangement: None (or ``""``) follows the checkpoint's input contract; ``causal``
             or ``centre`` must agree with it, else :class:`InputContractError` (a
@@ -209,6 +231,9 @@ class DerainEngine:
         cache_dir: where the onnxruntime back-ends keep their exported graphs (None: the
             runtime's default cache).
         threads: intra-op threads of the back-end (0: its default).
+        int8_calibration_frames: dtype int8: frames run on fp32 and kept to calibrate.
+        int8_min_psnr_db: dtype int8: the guard's threshold (int8 vs fp32 background
+            PSNR on held-back clips, dB); internal, tests force a refusal with it.
 
     Thread-safety: :meth:`process` runs on one worker thread; :meth:`swap_checkpoint` may
     be called from another (the new network replaces the old one between two frames).
@@ -219,7 +244,9 @@ class DerainEngine:
                  in_chans: int = 3, allow_random_weights: bool = False,
                  want_rain: bool = True, want_events_image: bool = False,
                  dump_inputs: str | Path | None = None, backend: str = "torch",
-                 cache_dir: str | Path | None = None, threads: int = 0) -> None:
+                 cache_dir: str | Path | None = None, threads: int = 0,
+                 int8_calibration_frames: int = DEFAULT_CALIBRATION_FRAMES,
+                 int8_min_psnr_db: float = DEFAULT_MIN_PSNR_DB) -> None:
         if arrangement not in (None, "", *ARRANGEMENTS):
             raise ConfigError(f"unknown clip arrangement {arrangement!r}; use one of "
                               f"{', '.join(ARRANGEMENTS)} (or leave it empty to follow the "
@@ -227,6 +254,14 @@ class DerainEngine:
         self.requested_arrangement = arrangement or None
         self.compile = bool(compile)
         self.backend = "torch_compile" if compile and backend == "torch" else backend
+        #: "int8" when asked for: the runtime's dtype (the network itself stays fp32)
+        self.runtime_dtype = "int8" if dtype == "int8" else None
+        if self.runtime_dtype is not None:
+            check_int8(self.backend, device)  # before any loading: a clear refusal
+            dtype = "fp32"
+        self.int8_calibration_frames = int(int8_calibration_frames)
+        self.int8_min_psnr_db = float(int8_min_psnr_db)
+        self._int8_failures_before = 0  # refusals of runners replaced by a swap
         self._device: torch.device | None = None
         self._dtype: torch.dtype | None = None
         self.device_name, self.dtype_name = "cpu", "float32"
@@ -237,6 +272,8 @@ class DerainEngine:
             self._dtype = resolve_dtype(dtype, self._device)
             self.device_name = str(self._device)
             self.dtype_name = str(self._dtype).removeprefix("torch.")
+        if self.runtime_dtype is not None:
+            self.dtype_name = self.runtime_dtype
         self.cache_dir = cache_dir
         self.threads = int(threads)
         self.backend_reason = ""
@@ -261,7 +298,7 @@ class DerainEngine:
                 self._device = resolve_device(device)
                 self._dtype = resolve_dtype(dtype, self._device)
                 self.device_name = str(self._device)
-                self.dtype_name = str(self._dtype).removeprefix("torch.")
+                self.dtype_name = self.runtime_dtype or str(self._dtype).removeprefix("torch.")
             if self.threads > 0:
                 import torch
 
@@ -364,8 +401,12 @@ class DerainEngine:
         height, width = size if size is not None else (None, None)
         device: Any = self._device if self._device is not None else self.device_name
         dtype: Any = self._dtype if self._dtype is not None else "fp32"
+        if self.runtime_dtype is not None:
+            dtype = self.runtime_dtype
         runner = make_runner(self.backend, net, device, dtype, height, width,
-                             self.cache_dir, sha, spec=spec, threads=self.threads)
+                             self.cache_dir, sha, spec=spec, threads=self.threads,
+                             int8_calibration_frames=self.int8_calibration_frames,
+                             int8_min_psnr_db=self.int8_min_psnr_db)
         self.backend_reason = runner.reason
         # onnxruntime takes numpy: prepared windows stay numpy (no torch on the path)
         self._numpy_inputs = isinstance(runner, OnnxRuntimeRunner)
@@ -400,6 +441,21 @@ class DerainEngine:
     def backend_name(self) -> str:
         """The runtime back-end running now (e.g. ``onnxruntime/CPUExecutionProvider/fp32``)."""
         return self._runner.name
+
+    def _retire(self, runner: Runner) -> None:
+        """Keep the int8 refusals of a runner a swap replaces (the count stays monotonic)."""
+        if isinstance(runner, Int8Runner):
+            self._int8_failures_before += runner.int8_failures
+
+    def int8_status(self) -> dict[str, Any]:
+        """dtype int8: the runner's state line, counters (refusals over every runner this
+        engine had) and guard PSNR, for /diagnostics; ``{"int8_state": "off"}`` otherwise."""
+        runner = self._runner
+        if not isinstance(runner, Int8Runner):
+            return {"int8_state": "off"}
+        status = runner.int8_status()
+        status["int8_failures"] += self._int8_failures_before
+        return status
 
     @property
     def arrangement(self) -> str:
@@ -469,6 +525,7 @@ class DerainEngine:
             if net.input_contract != self._builder.contract:
                 self._history.clear()  # prepared windows no longer fit the new contract
             self._builder = InputBuilder(net.input_contract)
+            self._retire(self._runner)
             self._net, self._runner, self._config = new_net, runner, new_net.config
             self.random_weights = False
             self.source = str(path)
@@ -521,7 +578,7 @@ class DerainEngine:
             frames = rng.random((1, 3, config.in_chans, height, width), np.float32)
             events = (rng.standard_normal((1, 2, config.event_bins, height, width),
                                           np.float32) if config.use_events else None)
-            background, _ = runner(frames, events)
+            background, _ = _probe(runner, frames, events)
             if not np.isfinite(background).all():
                 raise CheckpointCorruptError(f"checkpoint {path} gives non-finite output")
         except CheckpointError:
@@ -534,6 +591,7 @@ class DerainEngine:
             if contract != self._builder.contract:
                 self._history.clear()
             self._builder = InputBuilder(contract)
+            self._retire(self._runner)
             self._runner, self._config = runner, config
             self._sha = str(info["weights_sha256"])
             self.random_weights = False
@@ -567,7 +625,7 @@ class DerainEngine:
                                                 dtype=self.dtype)
         with self._inference():
             for _ in range(max(1, runs)):
-                runner(frames, events)
+                _probe(runner, frames, events)
         if self._device is not None and self._device.type == "cuda":
             import torch
 

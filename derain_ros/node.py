@@ -182,8 +182,14 @@ PARAMETERS: dict[str, Param] = {
     "allow_random_weights": Param(False, "run an untrained network when no weights exist "
                                   "(tests, benchmarks) instead of refusing to start"),
     "device": Param("auto", "auto (CUDA when present), cpu, cuda, cuda:N"),
-    "dtype": Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU)",
-                   ("auto", "fp32", "fp16", "bf16")),
+    "dtype": Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU); int8: onnxruntime on the "
+                   "CPU only, fp32 until the first int8_calibration_frames frames have "
+                   "calibrated a quantised graph that agrees with fp32 (cached per weights "
+                   "and size; delete the -int8- file in runtime_cache_dir to recalibrate)",
+                   ("auto", "fp32", "fp16", "bf16", "int8")),
+    "int8_calibration_frames": Param(24, "dtype int8: frames run on fp32 whose inputs "
+                                     "calibrate the quantised graph (1 in 4 held back to "
+                                     "check it)", range=(2, 1000)),
     "compile": Param(False, "wrap the network in torch.compile (backend torch)"),
     "backend": Param("auto", "runtime back-end; auto: the fastest installed for the device "
                      "(CPU: onnxruntime, else torch; CUDA: TensorRT EP, CUDA EP, torch); "
@@ -264,6 +270,7 @@ class NodeConfig:
     allow_random_weights: bool
     device: str
     dtype: str
+    int8_calibration_frames: int
     compile: bool
     backend: str
     runtime_cache_dir: str
@@ -569,7 +576,7 @@ class DerainCore:
         self.engine = DerainEngine(
             source, device=cfg.device, dtype=cfg.dtype, compile=cfg.compile,
             backend=cfg.backend, cache_dir=cfg.runtime_cache_dir or None,
-            threads=cfg.num_threads,
+            threads=cfg.num_threads, int8_calibration_frames=cfg.int8_calibration_frames,
             arrangement=cfg.arrangement, in_chans=cfg.in_chans,
             allow_random_weights=cfg.allow_random_weights,
             want_rain=cfg.publish_rain_layer, want_events_image=cfg.publish_events_image,
@@ -1046,6 +1053,7 @@ class DerainCore:
             "random_weights": engine.random_weights,
             "checkpoint_swaps": engine.swaps,
             "checkpoint_swap_failures": engine.swap_failures,
+            **engine.int8_status(),  # int8_state, int8_failures, ... (dtype int8)
             "last_problem": self.last_problem,
         }
         for kind, n in sorted(self.drops.items()):
@@ -1140,6 +1148,12 @@ class DerainCore:
             self._reported[key] = int(values[f"sync_{key}"])
             if n > 0:
                 warnings.append(f"{n} {text}")
+        refused = int(values.get("int8_failures", 0)) - self._reported.get("int8_failures", 0)
+        self._reported["int8_failures"] = int(values.get("int8_failures", 0))
+        if refused > 0:  # logged once by the runtime; here counted and shown
+            self.last_problem = f"int8_refused: {values['int8_state']}"
+            self._last_problem_ns = time.monotonic_ns()
+            recent = self.last_problem
         now = self._ros_now_ns()
         degraded = self._conditions(now)
         warnings.extend(degraded.values())

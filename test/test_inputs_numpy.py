@@ -1,6 +1,6 @@
 """The torch-free input path (#16): float16 rounding in place, numpy voxel normalisation
 and clips, bit for bit what the torch path gives; a CPU engine on onnxruntime never
-imports torch."""
+imports torch, at fp32 nor at int8 (calibration and quantisation included)."""
 
 from __future__ import annotations
 
@@ -193,8 +193,16 @@ _NO_TORCH = textwrap.dedent("""
     engine.swap_checkpoint(ckpt)  # a swap at the running size (graph cached): no torch
     r = engine.process(w)
     out.append(float(r.derained.mean()))
+    # dtype int8: calibrating, quantising (onnxruntime.quantization) and the guard, too
+    int8 = DerainEngine(ckpt, device="cpu", backend="auto", dtype="int8", cache_dir=cache,
+                        int8_calibration_frames=2)
+    int8.process(w)
+    int8.process(w)
+    int8._runner.wait(120)
+    int8.process(w)
     print(json.dumps({"torch": "torch" in sys.modules, "backend": engine.backend_name,
-                      "swaps": engine.swaps,
+                      "swaps": engine.swaps, "int8": int8.int8_status(),
+                      "int8_backend": int8.backend_name,
                       "device": engine.device_name, "means": out}))
 """)
 
@@ -220,8 +228,10 @@ def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["backend"].startswith("onnxruntime/CPUExecutionProvider")
     assert result["device"] == "cpu"
-    assert result["torch"] is False, "the onnxruntime CPU path imported torch"
+    assert result["torch"] is False, "the onnxruntime CPU path (fp32 or int8) imported torch"
     assert result["swaps"] == 1
+    assert result["int8"]["int8_calibrations"] == 1, result["int8"]
+    assert result["int8_backend"].endswith("/int8")
     assert all(0.0 <= m <= 1.0 for m in result["means"])
 
 

@@ -32,6 +32,13 @@ Back-ends (:data:`BACKENDS`), chosen by name:
   torch eager for ``derain_tiny`` on a 2-core CPU, see bench/RESULTS.md), else torch; on
   CUDA TensorRT EP > CUDA EP (fp32 only) > torch.
 
+dtype ``int8`` (``onnxruntime`` or ``auto``, CPU only; anything else is refused with a
+:class:`ConfigError`, :func:`check_int8`): :class:`~derain_ros.runtime.int8.Int8Runner`
+runs the fp32 graph for its first ``int8_calibration_frames`` inputs, quantises a copy
+statically in a background thread (``onnxruntime.quantization``, which needs the ``onnx``
+package; no torch), checks it against fp32 on held-back inputs, then runs it; the
+quantised graph is cached beside the fp32 one. ``auto`` never picks int8.
+
 The onnxruntime runners export a graph per frame size into a cache keyed by the weights'
 hash, the configuration, the size, the opset and the export format
 (:mod:`derain_ros.runtime.cache`), and rebuild their session for a new size. With the
@@ -80,6 +87,13 @@ from derain_ros.runtime.errors import (
     RunnerInputError,
     UnknownBackendError,
 )
+from derain_ros.runtime.int8 import (
+    DEFAULT_CALIBRATION_FRAMES,
+    DEFAULT_MIN_PSNR_DB,
+    Int8Runner,
+    QuantSettings,
+    quantisation_count,
+)
 from derain_ros.runtime.onnx_runner import OnnxRuntimeRunner
 
 
@@ -110,6 +124,7 @@ _DTYPE_NAMES = {
     "fp32": "fp32", "float32": "fp32", "float": "fp32", "torch.float32": "fp32",
     "fp16": "fp16", "float16": "fp16", "half": "fp16", "torch.float16": "fp16",
     "bf16": "bf16", "bfloat16": "bf16", "torch.bfloat16": "bf16",
+    "int8": "int8", "qint8": "int8",
     "auto": "auto",
 }
 
@@ -128,7 +143,7 @@ def _device(device: Any) -> tuple[str, int]:
 def _dtype(dtype: Any) -> str:
     name = _DTYPE_NAMES.get(str(dtype))
     if name is None:
-        raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16")
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, fp32, fp16, bf16, int8")
     return name
 
 
@@ -165,11 +180,18 @@ def choose_backend(device: Any = "cpu", dtype: Any = "auto") -> tuple[str, str]:
 
     CPU: ``onnxruntime`` when it is importable and the dtype is fp32/auto, else
     ``torch``. CUDA: ``tensorrt`` (onnxruntime's TensorRT EP; fp16 for dtype auto/fp16)
-    when present, else ``onnxruntime`` (CUDA EP) at fp32, else ``torch``.
+    when present, else ``onnxruntime`` (CUDA EP) at fp32, else ``torch``. int8:
+    ``onnxruntime`` (the only back-end with an int8 path; :func:`check_int8` refuses it
+    off the CPU).
     """
     kind, _ = _device(device)
     dt = _dtype(dtype)
     providers = _ort_providers()
+    if dt == "int8":
+        if kind != "cpu":
+            return "onnxruntime", f"{kind} at int8: only onnxruntime's CPU EP runs int8"
+        return "onnxruntime", ("cpu at int8: onnxruntime's CPU EP runs a statically quantised "
+                               "copy of the fp32 graph (calibrated on the first frames)")
     if kind == "cpu":
         if dt not in ("auto", "fp32"):
             return "torch", f"cpu at {dt}: onnxruntime runs the fp32 graph, so torch"
@@ -206,7 +228,9 @@ def make_runner(backend: str, net: Any, device: Any = "cpu", dtype: Any = "auto"
                 cache_dir: str | os.PathLike[str] | None = None,
                 checkpoint_sha: str | None = None, *, spec: Any = None, threads: int = 0,
                 opset: int = DEFAULT_OPSET, channels_last: bool = False,
-                compile_mode: str | None = None) -> Runner:
+                compile_mode: str | None = None,
+                int8_calibration_frames: int = DEFAULT_CALIBRATION_FRAMES,
+                int8_min_psnr_db: float = DEFAULT_MIN_PSNR_DB) -> Runner:
     """Build the runner for ``backend`` (a :data:`BACKENDS` name).
 
     Args:
@@ -216,7 +240,9 @@ def make_runner(backend: str, net: Any, device: Any = "cpu", dtype: Any = "auto"
             every needed graph must be in the cache).
         device: ``cpu``, ``cuda``, ``cuda:N``, ``auto`` (asks torch) or a torch.device.
         dtype: ``auto`` (torch: fp32 on CPU, bf16/fp16 on CUDA; onnxruntime: fp32;
-            tensorrt: fp16), ``fp32``, ``fp16``, ``bf16`` or a torch dtype.
+            tensorrt: fp16), ``fp32``, ``fp16``, ``bf16``, a torch dtype, or ``int8``
+            (onnxruntime on the CPU only: :class:`~derain_ros.runtime.int8.Int8Runner`,
+            fp32 until it has calibrated and checked the quantised graph).
         height, width: onnxruntime back-ends: the frame size to build the session for
             now (exporting its graph if missing); None: at the first call. torch
             back-ends do nothing ahead (``runner.prepare(h, w)`` compiles/warms).
@@ -229,12 +255,15 @@ def make_runner(backend: str, net: Any, device: Any = "cpu", dtype: Any = "auto"
         opset: ONNX opset of exported graphs.
         channels_last: torch back-ends: channels-last weights.
         compile_mode: ``torch_compile``: ``torch.compile``'s mode.
+        int8_calibration_frames: dtype int8: inputs run on fp32 and kept to calibrate.
+        int8_min_psnr_db: dtype int8: the guard (int8 vs fp32 background PSNR, dB).
 
     Raises:
         UnknownBackendError: ``backend`` is not a known name (the message lists them).
         BackendUnavailableError: the package or the device is missing here (e.g.
             ``device="cuda"`` without CUDA), raised at once.
-        ConfigError: a dtype the back-end cannot run, a missing graph and no network.
+        ConfigError: a dtype the back-end cannot run (int8 anywhere but onnxruntime on
+            the CPU), a missing graph and no network.
     """
     if backend not in BACKENDS:
         raise UnknownBackendError(f"unknown runtime back-end {backend!r}; known: "
@@ -244,9 +273,18 @@ def make_runner(backend: str, net: Any, device: Any = "cpu", dtype: Any = "auto"
         raise BackendUnavailableError(f"device {device!s} requested but CUDA is not available "
                                       "here; use device cpu (or auto)")
     dt = _dtype(dtype)
+    if dt == "int8":
+        check_int8(backend, kind)
     reason = f"asked for by name ({backend})"
     if backend == "auto":
         backend, reason = choose_backend(f"{kind}:{index}" if kind == "cuda" else kind, dt)
+    if dt == "int8":
+        return Int8Runner(
+            _spec(net, spec), checkpoint_sha if checkpoint_sha is not None else _net_sha(net),
+            _net_loader(net),
+            Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+            threads=threads, opset=opset, height=height, width=width, reason=reason,
+            calibration_frames=int8_calibration_frames, min_psnr_db=int8_min_psnr_db)
     if backend in ("torch", "torch_compile"):
         return _torch_runner(backend, net, kind, index, dt, threads=threads,
                              channels_last=channels_last, compile_mode=compile_mode,
@@ -266,6 +304,23 @@ def make_runner(backend: str, net: Any, device: Any = "cpu", dtype: Any = "auto"
         Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         provider=provider, device_index=index, precision=precision, threads=threads,
         opset=opset, height=height, width=width, reason=reason)
+
+
+def check_int8(backend: str, device: Any) -> None:
+    """Refuse dtype int8 where it cannot run: :class:`ConfigError` unless ``backend`` is
+    ``onnxruntime`` or ``auto`` and ``device`` is the CPU.
+
+    Why refuse rather than fall back: int8 is a promise of the quantised CPU graph's speed
+    (and its small quality cost); silently running fp32 or another device would break it.
+    """
+    kind = device if device in ("cpu", "cuda") else _device(device)[0]
+    if backend in ("onnxruntime", "auto") and kind == "cpu":
+        return
+    where = f"backend {backend}" + ("" if kind == "cpu" else f" on device {device}")
+    raise ConfigError(
+        f"dtype int8 runs only on onnxruntime's CPU execution provider (a statically "
+        f"quantised copy of the fp32 graph); {where} cannot run it: use backend "
+        "onnxruntime (or auto) with device cpu, or another dtype")
 
 
 def _spec(net: Any, spec: Any) -> ModelSpec:
@@ -318,15 +373,20 @@ def loaded_modules() -> dict[str, bool]:
 
 __all__ = [
     "BACKENDS",
+    "DEFAULT_CALIBRATION_FRAMES",
+    "DEFAULT_MIN_PSNR_DB",
     "DEFAULT_OPSET",
     "EXPORT_VERSION",
     "BackendUnavailableError",
     "CacheKey",
+    "Int8Runner",
     "ModelSpec",
     "OnnxRuntimeRunner",
+    "QuantSettings",
     "Runner",
     "RunnerInputError",
     "UnknownBackendError",
+    "check_int8",
     "choose_backend",
     "clear_cache",
     "default_cache_dir",
@@ -336,6 +396,7 @@ __all__ = [
     "loaded_modules",
     "make_runner",
     "onnx_path",
+    "quantisation_count",
     "spec_from_checkpoint",
     "state_dict_sha256",
     "tensorrt_dir",

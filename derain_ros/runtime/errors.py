@@ -13,8 +13,13 @@ class BackendUnavailableError(ConfigError):
     """The back-end or device asked for cannot run here (package, provider or GPU missing)."""
 
 
+class Int8GuardError(ModelError):
+    """The int8 graph's output strayed too far from the fp32 graph's (or was not finite)
+    on the held-back calibration clips: the runner stays on fp32."""
+
+
 class RunnerInputError(ModelError):
     """The arrays given to a runner have the wrong rank, shape or presence."""
 
 
-__all__ = ["BackendUnavailableError", "RunnerInputError", "UnknownBackendError"]
+__all__ = ["BackendUnavailableError", "Int8GuardError", "RunnerInputError", "UnknownBackendError"]

@@ -148,16 +148,12 @@ class OnnxRuntimeRunner:
         }
         return [("TensorrtExecutionProvider", trt), cuda, "CPUExecutionProvider"]
 
-    def _session(self, height: int, width: int) -> Any:
-        size = (height, width)
-        session = self._sessions.get(size)
-        if session is not None:
-            self._sessions.move_to_end(size)
-            return session
-        key = CacheKey(self.spec, self.weights_sha256, height, width, self.opset)
-        start = time.perf_counter()
-        path, exported = ensure_onnx(self.cache_dir, key, self._get_net)
-        self.exports += int(exported)
+    def _open(self, path: Path, key: CacheKey) -> Any:
+        """An InferenceSession of the graph at ``path`` with this runner's options.
+
+        Raises :class:`ModelError` when onnxruntime cannot load it, and
+        :class:`BackendUnavailableError` when it silently fell back from a GPU provider.
+        """
         options = self.ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -180,6 +176,19 @@ class OnnxRuntimeRunner:
         if used[0] != PROVIDERS[self.provider]:
             raise BackendUnavailableError(f"onnxruntime did not start {PROVIDERS[self.provider]} "
                               f"(session providers: {', '.join(used)}): is the GPU present?")
+        return session
+
+    def _session(self, height: int, width: int) -> Any:
+        size = (height, width)
+        session = self._sessions.get(size)
+        if session is not None:
+            self._sessions.move_to_end(size)
+            return session
+        key = CacheKey(self.spec, self.weights_sha256, height, width, self.opset)
+        start = time.perf_counter()
+        path, exported = ensure_onnx(self.cache_dir, key, self._get_net)
+        self.exports += int(exported)
+        session = self._open(path, key)
         if self._built:
             self.rebuilds += 1
             _log.info("frame size %dx%d: %s the %s graph for it (graphs are per size) in "
