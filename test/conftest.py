@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.abc
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -46,6 +47,16 @@ DOMAIN_OFFSET = int(os.environ.get("DERAIN_TEST_DOMAIN_OFFSET", "0"))
 
 #: DDS domain ids run 0-232 (Fast DDS derives ports from them).
 MAX_DOMAIN_ID = 232
+
+
+def stop_node(proc: subprocess.Popen) -> None:
+    """Stop a node process as a user would (SIGTERM), killing it if it hangs."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def domain(domain_id: int) -> int:

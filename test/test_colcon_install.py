@@ -26,7 +26,6 @@ from __future__ import annotations
 import ast
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, ros_env
+from conftest import ROOT, ros_env, stop_node
 
 DOMAIN_ID = 47
 MIRRORS = ("event_camera_msgs", "dv_ros2_msgs")
@@ -286,12 +285,7 @@ def installed_node(workspace: Workspace) -> Iterator[subprocess.Popen]:
                             stdout=log.open("w"), stderr=subprocess.STDOUT)
     proc.log_path = log  # type: ignore[attr-defined]
     yield proc
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop_node(proc)
 
 
 @pytest.mark.ros
@@ -408,9 +402,4 @@ def test_launch_file_runs_where_launch_ros_is_installed(workspace: Workspace) ->
         assert rig.spin_until(lambda: bool(rig.outputs["image"]), 30), log.read_text()
     finally:
         rig.close()
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_node(proc)

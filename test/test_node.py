@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import domain, ros_env
+from conftest import domain, ros_env, stop_node
 from derain_ros.model import default_checkpoint_path
 
 pytestmark = pytest.mark.ros
@@ -59,15 +59,6 @@ def node_command(name: str, image_topic: str, event_topic: str, **params: object
 def start_node(cmd: list[str], log: Path) -> subprocess.Popen:
     return subprocess.Popen(cmd, env=ros_env(DOMAIN_ID), stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
-
-
-def stop_node(proc: subprocess.Popen) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 class Rig:
