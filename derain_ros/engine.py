@@ -59,6 +59,7 @@ from derain_ros.runtime import (
     Runner,
     check_int8,
     choose_backend,
+    fastest_dtype,
     make_runner,
 )
 from derain_ros.sync import FrameWindow
@@ -215,7 +216,9 @@ class DerainEngine:
             calibrate a quantised copy of the graph in the background; it replaces fp32
             between two frames once it agrees with fp32 on held-back clips
             (:mod:`derain_ros.runtime.int8`). A checkpoint swap or a new frame size starts
-            over (from the runtime cache when it has that int8 graph).
+            over (from the runtime cache when it has that int8 graph). ``fastest``:
+            int8 where it can run, else auto (:func:`~derain_ros.runtime.fastest_dtype`;
+            what it became and why in ``dtype_reason``).
         compile: wrap the network in ``torch.compile``.
         arrangement: None (or ``""``) follows the checkpoint's input contract; ``causal``
             or ``centre`` must agree with it, else :class:`InputContractError` (a
@@ -254,6 +257,11 @@ class DerainEngine:
         self.requested_arrangement = arrangement or None
         self.compile = bool(compile)
         self.backend = "torch_compile" if compile and backend == "torch" else backend
+        #: what dtype ``fastest`` became, and why ("" for any other dtype)
+        self.dtype_reason = ""
+        if dtype == "fastest":
+            dtype, self.dtype_reason = fastest_dtype(self.backend, device)
+            _log.info("dtype %s", self.dtype_reason)
         #: "int8" when asked for: the runtime's dtype (the network itself stays fp32)
         self.runtime_dtype = "int8" if dtype == "int8" else None
         if self.runtime_dtype is not None:

@@ -185,8 +185,9 @@ PARAMETERS: dict[str, Param] = {
     "dtype": Param("auto", "auto (bf16/fp16 on CUDA, fp32 on CPU); int8: onnxruntime on the "
                    "CPU only, fp32 until the first int8_calibration_frames frames have "
                    "calibrated a quantised graph that agrees with fp32 (cached per weights "
-                   "and size; delete the -int8- file in runtime_cache_dir to recalibrate)",
-                   ("auto", "fp32", "fp16", "bf16", "int8")),
+                   "and size; delete the -int8- file in runtime_cache_dir to recalibrate); "
+                   "fastest: int8 where it can run (CPU, onnxruntime), else auto",
+                   ("auto", "fp32", "fp16", "bf16", "int8", "fastest")),
     "int8_calibration_frames": Param(24, "dtype int8: frames run on fp32 whose inputs "
                                      "calibrate the quantised graph (1 in 4 held back to "
                                      "check it)", range=(2, 1000)),
@@ -203,7 +204,8 @@ PARAMETERS: dict[str, Param] = {
     "dump_inputs_dir": Param("", "write the exact tensors handed to the network, one .npz "
                              "per frame, into this folder (checking a deployment against "
                              "training; slow); empty: off"),
-    "num_threads": Param(0, "torch CPU threads (0: torch's default)", range=(0, 256)),
+    "num_threads": Param(0, "CPU threads of the back-end's operators (0: its default, "
+                         "one per core)", range=(0, 256)),
     "warmup_width": Param(346, "warm-up frame width in px (0: no warm-up)", range=(0, 8192)),
     "warmup_height": Param(260, "warm-up frame height in px (0: no warm-up)", range=(0, 8192)),
     "max_buffer_bytes": Param(SyncConfig.max_buffer_bytes,
@@ -689,7 +691,8 @@ class DerainCore:
         self.get_logger().info(
             f"deraining {self.image_topic} with {self.resolve_topic_name(IN_EVENTS)} "
             f"({cfg.event_msg_type}) using {engine.model_name} on {engine.device_name} "
-            f"({engine.dtype_name}), drop_policy "
+            f"({engine.dtype_name}{'; ' + engine.dtype_reason if engine.dtype_reason else ''}),"
+            f" drop_policy "
             f"{cfg.drop_policy}; runtime {engine.backend_name} "
             f"({engine.backend_reason}); input contract {engine.contract}")
 
@@ -1044,6 +1047,7 @@ class DerainCore:
             "events_silent": self.sync.events_silent,
             "device": engine.device_name,
             "dtype": engine.dtype_name,
+            "dtype_reason": engine.dtype_reason,
             "backend": engine.backend_name,
             "backend_reason": engine.backend_reason,
             "model": engine.model_name,

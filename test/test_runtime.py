@@ -259,6 +259,10 @@ def test_threads_setting(tmp_path):
         ort_runner = rt.make_runner("onnxruntime", _net("derain_tiny"), "cpu", "fp32",
                                     threads=1, cache_dir=tmp_path)
         assert ort_runner.threads == 1  # no size given: nothing built or written yet
+        # its CPU sessions do not spin-wait: a node shares its cores (bench/RESULTS.md)
+        options = ort_runner._session(48, 64).get_session_options()
+        assert options.intra_op_num_threads == 1
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
 
 
 def test_default_cache_dir_respects_xdg(monkeypatch, tmp_path):

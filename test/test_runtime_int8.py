@@ -27,6 +27,7 @@ from derain_ros.runtime import (
     CacheKey,
     Int8Runner,
     QuantSettings,
+    fastest_dtype,
     make_runner,
     quantisation_count,
     spec_from_checkpoint,
@@ -176,6 +177,23 @@ def test_int8_is_refused_off_the_onnxruntime_cpu_backend() -> None:
     with pytest.raises(ConfigError, match="int8 calibration needs at least 2 frames"):
         DerainEngine("derain_tiny", device="cpu", backend="onnxruntime", dtype="int8",
                      int8_calibration_frames=1)
+
+
+def test_fastest_is_int8_only_where_int8_runs(monkeypatch, tmp_path) -> None:
+    """The deployed params file asks for dtype fastest: int8 on the onnxruntime CPU
+    back-end, auto anywhere int8 would be refused or cannot be built."""
+    assert fastest_dtype("auto", "cpu")[0] == "int8"
+    assert fastest_dtype("onnxruntime", "cpu")[0] == "int8"
+    assert fastest_dtype("torch", "cpu")[0] == "auto"
+    assert fastest_dtype("auto", "cuda:0")[0] == "auto"
+    engine = DerainEngine("derain_tiny", device="cpu", backend="auto", dtype="fastest",
+                          cache_dir=tmp_path)
+    assert engine.runtime_dtype == "int8" and "int8" in engine.dtype_reason
+    engine = DerainEngine("derain_tiny", device="cpu", backend="torch", dtype="fastest")
+    assert engine.runtime_dtype is None and engine.dtype_name == "float32"
+    monkeypatch.setitem(sys.modules, "onnx", None)  # find_spec: not installed
+    dtype, reason = fastest_dtype("auto", "cpu")
+    assert dtype == "auto" and "not installed" in reason
 
 
 def test_a_missing_onnx_package_is_named(monkeypatch, tmp_path) -> None:

@@ -165,6 +165,12 @@ class OnnxRuntimeRunner:
             # they bought no speed for derain_tiny and cost 16 MB at 346x260, 68 MB at
             # 640x480 of peak RSS (bench/RESULTS.md, "Node: its own cost").
             options.enable_mem_pattern = False
+            # No spin-waiting between operators: a node never has the cores to itself
+            # (its callbacks, the drivers, the publisher), and a spinning thread pool
+            # that loses a core waits a whole time slice. derain_tiny 346x260, 2 threads,
+            # 2 cores with 40 % of one core busy: 58 ms spinning, 37 ms not (quiet: 29
+            # vs 34 ms); bench/RESULTS.md, "Node: its own cost".
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = self.ort.InferenceSession(str(path), options,
                                                 providers=self._providers(key))
