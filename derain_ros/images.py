@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 
 from derain_ros.errors import DerainError
@@ -48,10 +47,10 @@ class ImageEncodingError(DerainError):
 class _Encoding:
     channels: int
     dtype: type[np.integer[Any]]
-    #: OpenCV conversion to RGB (None: already RGB or mono).
-    to_rgb: int | None
+    #: OpenCV conversion to RGB, by its ``cv2`` name (None: already RGB or mono).
+    to_rgb: str | None
     #: OpenCV conversion from RGB back to this layout (None: not invertible, e.g. Bayer).
-    from_rgb: int | None
+    from_rgb: str | None
     color: bool
 
 
@@ -59,23 +58,23 @@ class _Encoding:
 # row's. Hence ROS bayer_rggb <-> OpenCV BayerBG (the same mapping cv_bridge uses).
 ENCODINGS: dict[str, _Encoding] = {
     "rgb8": _Encoding(3, np.uint8, None, None, True),
-    "bgr8": _Encoding(3, np.uint8, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR, True),
-    "rgba8": _Encoding(4, np.uint8, cv2.COLOR_RGBA2RGB, cv2.COLOR_RGB2RGBA, True),
-    "bgra8": _Encoding(4, np.uint8, cv2.COLOR_BGRA2RGB, cv2.COLOR_RGB2BGRA, True),
+    "bgr8": _Encoding(3, np.uint8, "COLOR_BGR2RGB", "COLOR_RGB2BGR", True),
+    "rgba8": _Encoding(4, np.uint8, "COLOR_RGBA2RGB", "COLOR_RGB2RGBA", True),
+    "bgra8": _Encoding(4, np.uint8, "COLOR_BGRA2RGB", "COLOR_RGB2BGRA", True),
     "rgb16": _Encoding(3, np.uint16, None, None, True),
-    "bgr16": _Encoding(3, np.uint16, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR, True),
+    "bgr16": _Encoding(3, np.uint16, "COLOR_BGR2RGB", "COLOR_RGB2BGR", True),
     "mono8": _Encoding(1, np.uint8, None, None, False),
     "mono16": _Encoding(1, np.uint16, None, None, False),
     "8UC1": _Encoding(1, np.uint8, None, None, False),
-    "8UC3": _Encoding(3, np.uint8, cv2.COLOR_BGR2RGB, cv2.COLOR_RGB2BGR, True),
-    "bayer_rggb8": _Encoding(1, np.uint8, cv2.COLOR_BayerBG2RGB, None, True),
-    "bayer_bggr8": _Encoding(1, np.uint8, cv2.COLOR_BayerRG2RGB, None, True),
-    "bayer_gbrg8": _Encoding(1, np.uint8, cv2.COLOR_BayerGR2RGB, None, True),
-    "bayer_grbg8": _Encoding(1, np.uint8, cv2.COLOR_BayerGB2RGB, None, True),
-    "bayer_rggb16": _Encoding(1, np.uint16, cv2.COLOR_BayerBG2RGB, None, True),
-    "bayer_bggr16": _Encoding(1, np.uint16, cv2.COLOR_BayerRG2RGB, None, True),
-    "bayer_gbrg16": _Encoding(1, np.uint16, cv2.COLOR_BayerGR2RGB, None, True),
-    "bayer_grbg16": _Encoding(1, np.uint16, cv2.COLOR_BayerGB2RGB, None, True),
+    "8UC3": _Encoding(3, np.uint8, "COLOR_BGR2RGB", "COLOR_RGB2BGR", True),
+    "bayer_rggb8": _Encoding(1, np.uint8, "COLOR_BayerBG2RGB", None, True),
+    "bayer_bggr8": _Encoding(1, np.uint8, "COLOR_BayerRG2RGB", None, True),
+    "bayer_gbrg8": _Encoding(1, np.uint8, "COLOR_BayerGR2RGB", None, True),
+    "bayer_grbg8": _Encoding(1, np.uint8, "COLOR_BayerGB2RGB", None, True),
+    "bayer_rggb16": _Encoding(1, np.uint16, "COLOR_BayerBG2RGB", None, True),
+    "bayer_bggr16": _Encoding(1, np.uint16, "COLOR_BayerRG2RGB", None, True),
+    "bayer_gbrg16": _Encoding(1, np.uint16, "COLOR_BayerGR2RGB", None, True),
+    "bayer_grbg16": _Encoding(1, np.uint16, "COLOR_BayerGB2RGB", None, True),
 }
 
 
@@ -89,6 +88,16 @@ class ImageFields:
     step: int
     data: bytes
     is_bigendian: bool = False
+
+
+def _convert(arr: np.ndarray, code: str) -> np.ndarray:
+    """``cv2.cvtColor`` by the conversion's name. OpenCV is imported on the first
+    conversion: an rgb8 or mono8 camera never needs it, and it is 17 MB of a node's RSS
+    (bench/RESULTS.md, issue #16)."""
+    import cv2
+
+    converted: np.ndarray = cv2.cvtColor(arr, getattr(cv2, code))
+    return converted
 
 
 def _spec(encoding: str) -> _Encoding:
@@ -161,7 +170,7 @@ def to_network(array: np.ndarray, encoding: str) -> np.ndarray:
     spec = _spec(encoding)
     arr = array
     if spec.to_rgb is not None:
-        arr = cv2.cvtColor(np.ascontiguousarray(arr), spec.to_rgb)
+        arr = _convert(np.ascontiguousarray(arr), spec.to_rgb)
     scale = 1.0 / float(np.iinfo(spec.dtype).max)
     out = arr.astype(np.float32) * np.float32(scale)
     if out.ndim == 2:
@@ -214,7 +223,7 @@ def from_network(image: np.ndarray, encoding: str) -> np.ndarray:
         return arr[:, :, 0] if arr.ndim == 3 else arr
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ImageEncodingError(f"{encoding} needs an H x W x 3 RGB image, got {arr.shape}")
-    return cv2.cvtColor(arr, spec.from_rgb) if spec.from_rgb is not None else arr
+    return _convert(arr, spec.from_rgb) if spec.from_rgb is not None else arr
 
 
 def output_encoding(encoding: str) -> str:

@@ -200,7 +200,8 @@ _NO_TORCH = textwrap.dedent("""
     int8.process(w)
     int8._runner.wait(120)
     int8.process(w)
-    print(json.dumps({"torch": "torch" in sys.modules, "backend": engine.backend_name,
+    print(json.dumps({"torch": "torch" in sys.modules, "cv2": "cv2" in sys.modules,
+                      "backend": engine.backend_name,
                       "swaps": engine.swaps, "int8": int8.int8_status(),
                       "int8_backend": int8.backend_name,
                       "device": engine.device_name, "means": out}))
@@ -229,6 +230,8 @@ def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     assert result["backend"].startswith("onnxruntime/CPUExecutionProvider")
     assert result["device"] == "cpu"
     assert result["torch"] is False, "the onnxruntime CPU path (fp32 or int8) imported torch"
+    # rgb8 frames need no colour conversion: OpenCV stays out of the process (17 MB)
+    assert result["cv2"] is False, "an rgb8 stream imported OpenCV"
     assert result["swaps"] == 1
     assert result["int8"]["int8_calibrations"] == 1, result["int8"]
     assert result["int8_backend"].endswith("/int8")

@@ -7,7 +7,6 @@ where cv_bridge exists). Published images keep the input's header (stamp and fra
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -117,6 +116,8 @@ def compressed_msg(msg: Image, jpeg_quality: int = 95) -> CompressedImage:
     ``bgr8``/``bgr16``/``mono8``/``mono16``), so image_transport subscribers (rqt,
     ``republish``) decode it; colour is stored BGR as OpenCV writes it.
     """
+    import cv2  # here: only a node with a compressed subscriber loads OpenCV for it
+
     arr = image_to_array(msg.encoding, int(msg.height), int(msg.width), int(msg.step),
                          bytes(msg.data), bool(msg.is_bigendian))
     color = is_color(msg.encoding)

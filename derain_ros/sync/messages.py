@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import cv2
 import numpy as np
 
 from derain_ros.errors import SyncError
@@ -33,6 +32,8 @@ def image_from_msg(msg: Any) -> FrameImage:
     as ``bgr8``/``bgra8``, grey as ``mono8``/``mono16``).
     """
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
+        import cv2  # here: raw images never need OpenCV (see images._convert)
+
         buf = np.frombuffer(bytes(msg.data), np.uint8)
         arr = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
         if arr is None:
