@@ -47,10 +47,14 @@ def test_derain_train_version_and_help(capsys):
         code, text = _exit(capsys, train_cli.main, argv)
         assert code == 0 and re.fullmatch(r"derain-train \d+\.\d+\.\d+\s*", text), text
     code, text = _exit(capsys, train_cli.main, ["--help"])
-    assert code == 0 and re.search(r"^\s+derain-train export\s", text, re.M), text
+    for command in ("export", "adapt"):
+        assert code == 0 and re.search(rf"^\s+derain-train {command}\s", text, re.M), text
     assert not MARKUP.search(text)
-    code, text = _exit(capsys, train_cli.main, ["export", "--help"])
-    assert code == 0 and not MARKUP.search(text)
+    for command in ("export", "adapt"):
+        code, text = _exit(capsys, train_cli.main, [command, "--help"])
+        assert code == 0 and not MARKUP.search(text), text
+        code, text = _exit(capsys, train_cli.main, [command, "--version"])
+        assert code == 0 and re.fullmatch(r"derain-train \d+\.\d+\.\d+\s*", text), text
 
 
 def test_exit_codes_are_documented():

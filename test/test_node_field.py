@@ -274,7 +274,10 @@ def test_a_second_node_of_the_same_name_is_reported(rig, node_proc, tmp_path) ->
     assert rig.spin_until(lambda: rig.diag()["duplicate_node_name"] == "False", 10)
 
 
-def test_sigterm_during_a_long_inference_ends_cleanly_and_soon(rig, node_proc) -> None:
+def _signal_during_a_long_inference(rig: FieldRig, proc: subprocess.Popen,
+                                    signum: int) -> None:
+    """A big frame in inference, more frames waiting, then ``signum``: exit 0 within
+    ``shutdown_timeout_s`` (+ the exit itself), no publish error on the way out."""
     rig.step(2)
     big = rig.t + PERIOD
     rig.pub_image.publish(rig.frame_msg(big, width=BIG_W, height=BIG_H))
@@ -283,13 +286,44 @@ def test_sigterm_during_a_long_inference_ends_cleanly_and_soon(rig, node_proc) -
     assert rig.spin_until(lambda: rig.diag()["output_stalled"] == "True", 15)
     assert rig.diag(fresh=False)["_level"] >= 1
     start = time.monotonic()
-    node_proc.send_signal(signal.SIGTERM)
-    rc = node_proc.wait(timeout=30)
+    proc.send_signal(signum)
+    rc = proc.wait(timeout=30)
     took = time.monotonic() - start
-    log = node_proc.log_path.read_text()
+    log = proc.log_path.read_text()  # type: ignore[attr-defined]
     assert rc == 0, log[-3000:]
     assert took < 0.5 + 2.0, (took, log[-3000:])  # shutdown_timeout_s + the exit itself
     assert "publish_error" not in log and "Failed to publish" not in log, log[-3000:]
+
+
+def test_sigterm_during_a_long_inference_ends_cleanly_and_soon(rig, node_proc) -> None:
+    """SIGTERM: what systemd, docker and launch send. Ends the module's node."""
+    _signal_during_a_long_inference(rig, node_proc, signal.SIGTERM)
+
+
+def test_sigint_during_a_long_inference_ends_cleanly_and_soon(rig, node_proc,
+                                                              tmp_path) -> None:
+    """SIGINT (Ctrl-C) the same way, on a fresh node of the same name (the module's
+    ended in the test above) that the rig finds again."""
+    assert node_proc.poll() is not None  # runs after the SIGTERM test
+    log = tmp_path / "node.log"
+    proc = _start(log, image_width=0, image_height=0, max_frame_pixels=6_000_000,
+                  shutdown_timeout_s=0.5, stall_timeout_s=0.5,
+                  runtime_cache_dir=str(node_proc.tmp / "cache"))
+    proc.log_path = log  # type: ignore[attr-defined]
+    try:
+        n = len(rig.diagnostics)
+        assert rig.spin_until(lambda: len(rig.diagnostics) > n or proc.poll() is not None,
+                              90), log.read_text()[-3000:]
+        assert proc.poll() is None and rig.wait_matched(), log.read_text()[-3000:]
+        rig.t += 10 * PERIOD  # a clean gap after the other node's last frame
+        # the rig's output subscription discovers the new publisher on its own time:
+        # outputs published before that are gone (volatile), so step until one arrives
+        assert any(rig.wait_outputs(rig.step(3)[1:], timeout=5) for _ in range(6)), \
+            log.read_text()[-3000:]
+        _signal_during_a_long_inference(rig, proc, signal.SIGINT)
+    finally:
+        if proc.poll() is None:
+            tn.stop_node(proc)
 
 
 def _set_param(rig: FieldRig, name: str, value: str) -> object:

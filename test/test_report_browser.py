@@ -57,6 +57,15 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
+def test_report_video_is_h264_in_mp4(served_report, tmp_path):
+    """What browsers play (MPEG-4 Part 2, OpenCV's default, plays in none): the MP4's
+    sample entry is ``avc1`` (H.264), not ``mp4v``. Runs without a browser too."""
+    videos = list((tmp_path / "report").glob("*.mp4"))
+    assert len(videos) == 1, videos
+    data = videos[0].read_bytes()
+    assert data[4:8] == b"ftyp" and b"avc1" in data and b"mp4v" not in data
+
+
 @pytest.mark.slow
 def test_report_plays_in_a_real_browser(served_report, tmp_path):
     exe = _chromium()
