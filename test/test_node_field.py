@@ -145,6 +145,7 @@ def test_one_garbage_event_packet_then_normal_traffic(rig, node_proc, jump) -> N
 
 def test_sensor_clock_restart_at_20_fps(rig, node_proc) -> None:
     before = rig.diag()
+    start = len(node_proc.log_path.read_text())
     rig.step(2)
     rig.t -= 10 * HOUR  # the DAVIS restarted: both streams from a new zero
     rig.encoder.reset()
@@ -153,6 +154,8 @@ def test_sensor_clock_restart_at_20_fps(rig, node_proc) -> None:
     d = rig.diag()
     assert delta(d, before, "sync_clock_resets") == 1
     assert any("clock reset" in m.status[0].message for m in rig.diagnostics[-30:])
+    # logged once, not once per frame until the streams agree again
+    assert node_proc.log_path.read_text()[start:].count("time jumped backwards") == 1
 
 
 def test_one_frame_from_the_past_does_not_disable_events(rig, node_proc) -> None:
