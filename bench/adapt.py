@@ -21,6 +21,7 @@ Runs are cached under ``runs/adapt_bench/`` (an interrupted benchmark resumes).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -42,6 +43,9 @@ MINUTES = 0.6 if QUICK else 1.3
 DATA = Path(os.environ.get("DERAIN_BENCH_DATA") or ROOT / "runs" / "adapt_bench")
 LOO = Path(os.environ.get("DERAIN_BENCH_LOO") or ROOT / "bench" / "weights" / "loo")
 TARGET_FAMILY = os.environ.get("DERAIN_BENCH_ADAPT_FAMILY", "streak_layers")
+#: ``DERAIN_BENCH_ADAPT_CONFIG='{"synthetic_clips": 4}'``: AdaptConfig fields to try
+#: (with another ``DERAIN_BENCH_DATA``: adapted runs are cached by recording).
+CONFIG_OVERRIDES: dict = json.loads(os.environ.get("DERAIN_BENCH_ADAPT_CONFIG") or "{}")
 
 
 def start_weights(family: str) -> tuple[Path, str]:
@@ -87,6 +91,7 @@ def one_run(scene: str, seed: int, family: str, init: Path) -> dict:
                       minutes=MINUTES, crop=min(SIZE[1], 64), batch_size=4, threads=0,
                       val_size=SIZE, val_frames=5,
                       val_families=("particles", "streak_layers", "veil"), seed=seed)
+    cfg = dataclasses.replace(cfg, **CONFIG_OVERRIDES)
     t = time.monotonic()
     if report_file.exists() and out.with_suffix(".safetensors").exists():
         report = json.loads(report_file.read_text())
@@ -108,7 +113,8 @@ def main() -> int:
     init, init_name = start_weights(family)
     print(f"adaptation benchmark: start {init_name}, target family {family}, "
           f"{len(SCENES)} scenes x {len(SEEDS)} seeds, {SIZE[0]}x{SIZE[1]}, {REC} frames to "
-          f"adapt on, {EVAL} to score{' (QUICK)' if QUICK else ''}", flush=True)
+          f"adapt on, {EVAL} to score{' (QUICK)' if QUICK else ''}"
+          + (f", config {CONFIG_OVERRIDES}" if CONFIG_OVERRIDES else ""), flush=True)
     head = (f"{'scene':24s} {'seed':>4s} {'true rain':>22s} {'fitted':>26s} {'input':>6s} "
             f"{'start':>6s} {'adapted':>7s} {'gain':>6s} {'decision':>9s} {'s':>5s}")
     print(head, flush=True)
@@ -135,7 +141,7 @@ def main() -> int:
                       "adapt_gain_std_db": round(float(gains.std()), 3),
                       "adapt_worst_db": round(float(gains.min()), 3), "refused": refused,
                       "runs": len(rows), "start": init_name, "family": family,
-                      "quick": QUICK}))
+                      "quick": QUICK, "config": CONFIG_OVERRIDES}))
     return 0
 
 
