@@ -28,7 +28,7 @@ def test_params_file_declares_every_parameter_with_its_default() -> None:
     params = data["/**"]["ros__parameters"]
     assert set(params) == set(node.PARAMETERS)
     # what the deployed file chooses on purpose, unlike the node's own default
-    deployed = {"dtype": "fastest"}  # int8 on a CPU (1.2x the fps); the node's own: auto
+    deployed = {"dtype": "fastest"}  # int8 on a CPU (1.15x the fps); the node's own: auto
     for name, value in params.items():
         assert value == deployed.get(name, node.PARAMETERS[name].default), name
     node.NodeConfig.from_values(params)

@@ -310,12 +310,13 @@ def fastest_dtype(backend: str, device: Any) -> tuple[str, str]:
     """``(dtype, reason)`` that dtype ``fastest`` means for ``backend`` on ``device``.
 
     ``int8`` where it can run (the CPU, backend ``onnxruntime`` or ``auto``, onnxruntime
-    with its ``quantization`` package): on 2 cores it runs derain_tiny at 346x260 in 25
-    ms against 29 ms (fp32, quiet) and lifts the node from 22.6 to 26.9 fps (bench/
-    RESULTS.md); its guard keeps the fp32 graph when the quantised one strays (under 40
-    dB from fp32 on held-back frames). Elsewhere ``auto`` (fp16/bf16 on CUDA, fp32 on a
-    CPU with torch). The launch's parameters file asks for ``fastest``; the engine's and
-    the node's own default stays ``auto``, whose numbers do not depend on calibration.
+    with its ``quantization`` package): on 2 cores it runs derain_tiny at 346x260 in 26
+    ms against 34 ms for fp32 and lifts the node from 24.2 to 27.8 fps (bench/RESULTS.md,
+    "Node on both cores"); its guard keeps the fp32 graph when the quantised one strays
+    (under 40 dB from fp32 on held-back frames). Elsewhere ``auto`` (fp16/bf16 on CUDA,
+    fp32 on a CPU with torch). The launch's parameters file asks for ``fastest``; the
+    engine's and the node's own default stays ``auto``, whose numbers do not depend on a
+    calibration.
     """
     kind = device if device in ("cpu", "cuda") else _device(device)[0]
     if kind != "cpu":
