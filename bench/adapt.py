@@ -46,6 +46,9 @@ TARGET_FAMILY = os.environ.get("DERAIN_BENCH_ADAPT_FAMILY", "streak_layers")
 #: ``DERAIN_BENCH_ADAPT_CONFIG='{"synthetic_clips": 4}'``: AdaptConfig fields to try
 #: (with another ``DERAIN_BENCH_DATA``: adapted runs are cached by recording).
 CONFIG_OVERRIDES: dict = json.loads(os.environ.get("DERAIN_BENCH_ADAPT_CONFIG") or "{}")
+#: ``DERAIN_BENCH_ADAPT_TRAIN='{"losses.supervised.anchor": 1.0}'``: training-config keys
+#: of each fine-tune (``adapt(train_overrides=...)``), likewise with another data folder.
+TRAIN_OVERRIDES: dict = json.loads(os.environ.get("DERAIN_BENCH_ADAPT_TRAIN") or "{}")
 
 
 def start_weights(family: str) -> tuple[Path, str]:
@@ -97,7 +100,7 @@ def one_run(scene: str, seed: int, family: str, init: Path) -> dict:
         report = json.loads(report_file.read_text())
     else:
         report = adapt(bag, out, init=init, cfg=cfg, progress=False,
-                       echo=lambda _: None).as_dict()
+                       train_overrides=TRAIN_OVERRIDES or None, echo=lambda _: None).as_dict()
     start = score_bag(load_checkpoint(init), bag, first=REC)
     new = score_bag(load_checkpoint(out), bag, first=REC)
     fit = report.get("calibration") or {}
@@ -114,7 +117,8 @@ def main() -> int:
     print(f"adaptation benchmark: start {init_name}, target family {family}, "
           f"{len(SCENES)} scenes x {len(SEEDS)} seeds, {SIZE[0]}x{SIZE[1]}, {REC} frames to "
           f"adapt on, {EVAL} to score{' (QUICK)' if QUICK else ''}"
-          + (f", config {CONFIG_OVERRIDES}" if CONFIG_OVERRIDES else ""), flush=True)
+          + (f", config {CONFIG_OVERRIDES}" if CONFIG_OVERRIDES else "")
+          + (f", training {TRAIN_OVERRIDES}" if TRAIN_OVERRIDES else ""), flush=True)
     head = (f"{'scene':24s} {'seed':>4s} {'true rain':>22s} {'fitted':>26s} {'input':>6s} "
             f"{'start':>6s} {'adapted':>7s} {'gain':>6s} {'decision':>9s} {'s':>5s}")
     print(head, flush=True)
@@ -141,7 +145,8 @@ def main() -> int:
                       "adapt_gain_std_db": round(float(gains.std()), 3),
                       "adapt_worst_db": round(float(gains.min()), 3), "refused": refused,
                       "runs": len(rows), "start": init_name, "family": family,
-                      "quick": QUICK, "config": CONFIG_OVERRIDES}))
+                      "quick": QUICK, "config": CONFIG_OVERRIDES,
+                      "training": TRAIN_OVERRIDES}))
     return 0
 
 

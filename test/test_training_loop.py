@@ -75,6 +75,29 @@ def test_each_mode_lowers_its_loss_on_a_fixed_batch(bags, mode) -> None:
     assert min(losses[-3:]) < 0.96 * losses[0], losses
 
 
+def test_supervised_anchor_holds_a_fine_tune_near_its_start(bags) -> None:
+    """``losses.supervised.anchor``: L1 to the frozen starting network's background; zero
+    at the start, growing as the weights move (what adaptation uses against forgetting)."""
+    import copy
+
+    torch.manual_seed(0)
+    cfg = _cfg(bags, "supervised", **{"losses.supervised.anchor": 1.0})
+    model = create_model("derain_tiny")
+    ds = ClipDataset([bags["train"]], cfg.data, contract=EVENTS_10, progress=False)
+    batch = torch.utils.data.default_collate([ds[i] for i in range(2)])
+    objective = Objective(model, cfg)
+    with pytest.raises(RuntimeError, match="anchor loss without a reference"):
+        objective(batch)
+    objective.set_reference(copy.deepcopy(model).eval().requires_grad_(False))
+    _, terms, _ = objective(batch)
+    assert float(terms["anchor"]) == 0.0 and "charbonnier" in terms
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    _, terms, _ = objective(batch)
+    assert float(terms["anchor"]) > 1e-4
+
+
 def _exported(path: Path) -> dict[str, torch.Tensor]:
     return load_file(str(path))
 

@@ -131,6 +131,9 @@ class SupervisedLosses:
     ssim: float = 0.2
     rain: float = 0.5
     reconstruction: float = 0.0
+    #: L1 to the starting network's output (needs --init): keeps a fine-tune near its
+    #: start, e.g. adaptation, whose guard refuses weights that forget (docs/adaptation.md).
+    anchor: float = 0.0
     charbonnier_eps: float = 1e-3
 
 

@@ -125,17 +125,17 @@ class Objective(nn.Module):
                     terms["nlcl"] = bg_term
                 if "nlcl_rain" in w:
                     terms["nlcl_rain"] = rain_term
-            if "anchor" in w:
-                if not self._reference:
-                    raise RuntimeError("anchor loss without a reference network (--init)")
-                with torch.no_grad():
-                    ref = self._reference[0](frames, events).background
-                terms["anchor"] = F.l1_loss(b, ref)
         else:  # online
             if "pseudo_l1" in w:
                 terms["pseudo_l1"] = F.l1_loss(
                     b, self._need(batch, "pseudo_background", "pseudo_l1"))
             if "kl_rain" in w:
                 terms["kl_rain"] = kl_rain_prior(r, self._need(batch, "other_rain", "kl_rain"))
+        if "anchor" in w:  # supervised (adaptation) and unsupervised alike
+            if not self._reference:
+                raise RuntimeError("anchor loss without a reference network (--init)")
+            with torch.no_grad():
+                ref = self._reference[0](frames, events).background
+            terms["anchor"] = F.l1_loss(b, ref)
         total = sum((w[k] * v for k, v in terms.items()), start=b.new_zeros(()))
         return total, terms, out
