@@ -94,6 +94,11 @@ def test_adapt_end_to_end_records_the_guard_decisions(recording, tmp_path) -> No
     assert prov["calibration"]["family"] == "streak_layers"
     saved = json.loads((tmp_path / "adapted.adapt.json").read_text())
     assert saved["rounds"][0]["failed"] == report.rounds[0]["failed"]
+    # the fine-tune is anchored to the starting network (against forgetting)
+    assert saved["config"]["anchor"] == 0.5
+    run = json.loads((tmp_path / "adapted.work" / "round0" / "train" / "config.json")
+                     .read_text())
+    assert run["config"]["losses"]["supervised"]["anchor"] == 0.5
     load_checkpoint(out)  # a usable checkpoint either way
     # resumable: a second call finds every stage done and decides the same
     again = adapt(recording, out, cfg=_small_cfg(), progress=False, echo=lambda _: None)
