@@ -1,6 +1,12 @@
 """Adapted weights into a running node (issue #14): the parameter client of
 ``derain_ros.ros.params`` sets ``checkpoint`` on a real node process while frames
-stream in; the node swaps between two frames and drops none."""
+stream in; the node swaps between two frames and drops none.
+
+The frames are subscribed reliable with a deep history, as a lossless replay would: the
+adapted file is new to the runtime cache, so the node loads torch to export its graph,
+and that import holds the interpreter for a second or more. The node's own queue loses
+nothing meanwhile (this test), but a keep-last-5 subscription (the default) overflows
+during that stall and DDS drops frames (docs/adaptation.md, "Into the running node")."""
 
 from __future__ import annotations
 
@@ -28,7 +34,10 @@ def test_adapted_checkpoint_hot_swaps_into_a_running_node(tmp_path, monkeypatch)
 
     monkeypatch.setattr(tn, "DOMAIN_ID", DOMAIN_ID)
     log = tmp_path / "node.log"
-    proc = tn.start_node(tn.node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC), log)
+    proc = tn.start_node(tn.node_command(NODE, IMAGE_TOPIC, EVENT_TOPIC,
+                                         image_qos_reliability="reliable",
+                                         image_qos_depth=100,
+                                         event_qos_reliability="reliable"), log)
     rig = None
     try:
         rig = tn.Rig(NODE, IMAGE_TOPIC, EVENT_TOPIC, domain_id=DOMAIN_ID)
