@@ -645,9 +645,13 @@ class DerainCore:
         self._entities.append(("subscription", sub))
         return sub
 
+    def _new_publisher(self, msg_type: Any, topic: str, qos: Any) -> Any:
+        # a copy each: rclpy applies qos_overrides to the profile it is given
+        return self.create_publisher(msg_type, topic, copy.copy(qos),
+                                     qos_overriding_options=overridable())
+
     def _advertise(self, msg_type: Any, topic: str, qos: Any) -> Any:
-        pub = self.create_publisher(msg_type, topic, copy.copy(qos),
-                                    qos_overriding_options=overridable())
+        pub = self._new_publisher(msg_type, topic, qos)
         self._entities.append(("publisher", pub))
         return pub
 
@@ -725,9 +729,8 @@ class DerainCore:
             for topic, (msg_type, on) in wanted.items():
                 pub = self._optional.get(topic)
                 if on and self._active and pub is None:
-                    self._optional[topic] = self.create_publisher(
-                        msg_type, topic, copy.copy(self._out_qos),
-                        qos_overriding_options=overridable())
+                    self._optional[topic] = self._new_publisher(msg_type, topic,
+                                                                self._out_qos)
                 elif pub is not None and not (on and self._active):
                     del self._optional[topic]
                     self.destroy_publisher(pub)

@@ -57,6 +57,7 @@ import torch
 from tqdm.auto import tqdm
 
 from derain_ros.errors import DerainError, SyncError
+from derain_ros.runtime.int8 import PSNR_CAP_DB, psnr_db
 from derain_training.calibrate import (
     Candidate,
     FitResult,
@@ -78,7 +79,7 @@ __all__ = [
 _log = logging.getLogger(__name__)
 
 #: PSNR cap (dB) of one frame: identical frames score this instead of infinity.
-PSNR_CAP = 100.0
+PSNR_CAP = PSNR_CAP_DB
 
 
 class AdaptError(DerainError):
@@ -195,11 +196,6 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP if mse <= 0 else min(10.0 * math.log10(1.0 / mse), PSNR_CAP)
-
-
 def score_bag(net: Any, bag: Path, reference: str = "clean", *, first: int = 0,
               last: int | None = None) -> dict[str, float]:
     """Mean PSNR of ``net`` on ``bag``, inputs prepared as the node prepares them.
@@ -240,8 +236,8 @@ def score_bag(net: Any, bag: Path, reference: str = "clean", *, first: int = 0,
             rainy = windows[k].image.to_network()
             ref = (windows[k].extras[GT_CLEAN_TOPIC].to_network() if reference == "clean"
                    else rainy)
-            out_p.append(_psnr(b, ref))
-            in_p.append(_psnr(rainy, ref))
+            out_p.append(psnr_db(b, ref))
+            in_p.append(psnr_db(rainy, ref))
     return {"psnr": round(float(np.mean(out_p)), 3),
             "input_psnr": round(float(np.mean(in_p)), 3), "frames": len(out_p)}
 
