@@ -146,3 +146,67 @@ def test_cli_lists_and_runs_adapt(tmp_path, capsys) -> None:
     rc = main(["adapt", str(bag), "--out", str(tmp_path / "x"), "--no-progress"])
     assert rc == 3
     assert "REFUSED" in capsys.readouterr().out
+
+
+def test_blend_weights_interpolates_floats_and_leaves_both_networks_alone() -> None:
+    import torch
+
+    from derain_ros.model import load_checkpoint
+    from derain_training.adapt import blend_weights
+
+    start, new = load_checkpoint(SHIPPED), load_checkpoint(SHIPPED)
+    with torch.no_grad():
+        for p in new.parameters():
+            p.add_(0.01)
+    s0 = {k: v.clone() for k, v in start.state_dict().items()}
+    n0 = {k: v.clone() for k, v in new.state_dict().items()}
+    mid = blend_weights(start, new, 0.25).state_dict()
+    for k, v in mid.items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, s0[k] + 0.25 * (n0[k] - s0[k]))
+        else:
+            assert torch.equal(v, n0[k])
+    assert all(torch.equal(v, s0[k]) for k, v in start.state_dict().items())
+    assert all(torch.equal(v, n0[k]) for k, v in new.state_dict().items())
+
+
+def test_a_fine_tune_that_fails_a_guard_is_blended_back_until_one_passes(
+        recording, tmp_path) -> None:
+    """A fine-tune that shifts every output by 0.005 loses over 1 dB on the synthetic set
+    (light rain at 64 x 48: about 50 dB); a quarter of it loses less: the judge walks the
+    blends and accepts the first that passes."""
+    import torch
+
+    from derain_ros.model import load_checkpoint
+    from derain_training.adapt import _judge, blend_weights
+
+    start, new = load_checkpoint(SHIPPED), load_checkpoint(SHIPPED)
+    with torch.no_grad():
+        new.background_decoder.out.bias.add_(0.005)
+    synthetic = _bag(tmp_path / "val.mcap", "particles", 0.5, 9, 8)
+    cfg = _small_cfg(guard_heldout_db=-100.0, guard_synthetic_db=1.0,
+                     guard_dry_floor_db=0.0, blends=(0.75, 0.5, 0.25))
+    decision, chosen = _judge(start, new, heldout=[recording], synthetic=[synthetic],
+                              dry=[recording], cfg=cfg)
+    tried = decision["tried"]
+    assert tried[0] == {"blend": 1.0, "failed": ["synthetic"]}
+    assert decision["accepted"] and decision["blend"] < 1.0
+    assert [t["blend"] for t in tried][-1] == decision["blend"]
+    assert all(t["failed"] for t in tried[:-1])
+    assert decision["guards"]["synthetic"]["change_db"] >= -1.0
+    expected = blend_weights(start, new, decision["blend"]).state_dict()
+    assert all(torch.equal(v, expected[k]) for k, v in chosen.state_dict().items())
+    # nothing passes when even the smallest blend is too much: the fine-tune is refused
+    strict = _small_cfg(guard_heldout_db=-100.0, guard_synthetic_db=0.01,
+                        guard_dry_floor_db=0.0, blends=(0.5,))
+    refused, kept = _judge(start, new, heldout=[recording], synthetic=[synthetic],
+                           dry=[recording], cfg=strict)
+    assert not refused["accepted"] and refused["blend"] == 1.0 and kept is new
+    assert [t["blend"] for t in refused["tried"]] == [1.0, 0.5]
+
+
+def test_blends_outside_zero_one_are_refused() -> None:
+    from derain_training.adapt import AdaptError
+
+    with pytest.raises(AdaptError, match="blends"):
+        _small_cfg(blends=(1.5,))

@@ -23,8 +23,10 @@
    ``guard_synthetic_db``, (c) on rain-free input (the held-out derained frames, dry
    events) their output stays as close to the input as the starting weights' did
    (``PSNR(output, input)`` drops by at most ``guard_dry_db``, or stays above
-   ``guard_dry_floor_db``: no invented texture). Otherwise the starting weights are
-   kept and the failing guard is named.
+   ``guard_dry_floor_db``: no invented texture). When the fine-tune fails one, blends
+   of it with the starting weights (``blends``: ``start + alpha (new - start)``, WiSE-FT)
+   are judged in turn and the first that passes is accepted. Otherwise the starting
+   weights are kept and the failing guard is named.
 7. Optional further **rounds** (derain with the accepted weights, re-rain, fine-tune).
 
 ``--out`` always receives a usable checkpoint: the accepted weights, or the starting
@@ -72,6 +74,7 @@ __all__ = [
     "AdaptError",
     "AdaptReport",
     "adapt",
+    "blend_weights",
     "evaluate_guards",
     "score_bag",
 ]
@@ -99,6 +102,7 @@ class AdaptConfig:
     all), ``sensors`` (presets tried). Fine-tune: ``minutes`` is the whole run's budget
     (the fine-tunes get ``train_share`` of it), ``steps`` an upper bound per round,
     ``lr``, ``anchor`` (L1 to the starting network's output), ``batch_size``, ``crop``.
+    ``blends``: weight interpolations tried when the fine-tuned weights fail a guard.
     Guards: ``guard_heldout_db`` (margin the new weights must beat the start by on
     held-out chunks), ``guard_synthetic_db``, ``guard_dry_db``, ``guard_dry_floor_db``;
     ``val_families``, ``val_scenes``, ``val_size`` (w, h), ``val_frames`` of the
@@ -127,7 +131,14 @@ class AdaptConfig:
     batch_size: int = 4
     crop: int = 96
     warmup_steps: int = 10
-    guard_heldout_db: float = 0.0
+    #: when the fine-tuned weights fail a guard, these blends ``start + alpha * (new -
+    #: start)`` are tried in turn (weight-space interpolation, as in WiSE-FT: most of the
+    #: gain kept, most of the forgetting undone); the first that passes every guard is
+    #: accepted. ``()``: all or nothing.
+    blends: tuple[float, ...] = (0.75, 0.5, 0.25)
+    #: a gain on the held-out re-rained clips under this is within their noise (the
+    #: bench/adapt.py run accepted at +0.13 dB there scored -0.07 dB on the truth)
+    guard_heldout_db: float = 0.15
     guard_synthetic_db: float = 0.2
     guard_dry_db: float = 0.3
     guard_dry_floor_db: float = 45.0
@@ -151,6 +162,8 @@ class AdaptConfig:
             raise AdaptError(f"minutes must be > 0, got {self.minutes}")
         if self.anchor < 0:
             raise AdaptError(f"anchor must be >= 0, got {self.anchor}")
+        if any(not 0.0 < a < 1.0 for a in self.blends):
+            raise AdaptError(f"blends must lie in (0, 1), got {self.blends}")
 
 
 @dataclass
@@ -275,6 +288,50 @@ def evaluate_guards(start: Any, new: Any, *, heldout: Sequence[Path],
     }
     failed = [k for k, g in guards.items() if not g["passed"]]
     return {"guards": guards, "accepted": not failed, "failed": failed}
+
+
+def blend_weights(start: Any, new: Any, alpha: float) -> Any:
+    """A copy of ``new`` whose weights are ``start + alpha * (new - start)``.
+
+    Weight-space interpolation between a network and its own fine-tune (WiSE-FT, Wortsman
+    et al. CVPR 2022): both lie in one basin, so the blend keeps much of the fine-tune's
+    gain while undoing much of its forgetting. Integer buffers are taken from ``new``.
+    """
+    import copy
+
+    out = copy.deepcopy(new)
+    s0 = start.state_dict()
+    mixed = {k: (s0[k] + alpha * (v - s0[k])) if v.is_floating_point() else v
+             for k, v in new.state_dict().items()}
+    out.load_state_dict(mixed)
+    return out
+
+
+def _judge(start: Any, new: Any, *, heldout: Sequence[Path], synthetic: Sequence[Path],
+           dry: Sequence[Path], cfg: AdaptConfig) -> tuple[dict[str, Any], Any]:
+    """Guards on the fine-tune, then on each of ``cfg.blends`` until one passes.
+
+    Returns the decision (``blend``: the alpha accepted, 1.0 for the fine-tune itself;
+    ``tried``: every alpha's guards) and the network it accepted (or the fine-tune).
+    """
+    decision = evaluate_guards(start, new, heldout=heldout, synthetic=synthetic, dry=dry,
+                               cfg=cfg)
+    decision["blend"] = 1.0
+    tried = [{"blend": 1.0, "failed": decision["failed"]}]
+    chosen = new
+    if not decision["accepted"]:
+        for alpha in cfg.blends:
+            mixed = blend_weights(start, new, alpha)
+            d = evaluate_guards(start, mixed, heldout=heldout, synthetic=synthetic, dry=dry,
+                                cfg=cfg)
+            tried.append({"blend": alpha, "failed": d["failed"],
+                          "heldout_gain_db": d["guards"]["heldout"]["gain_db"]})
+            if d["accepted"]:
+                decision, chosen = d, mixed
+                decision["blend"] = alpha
+                break
+    decision["tried"] = tried
+    return decision, chosen
 
 
 # --------------------------------------------------------------------------- stages
@@ -552,11 +609,14 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
             decision = {"round": r, "accepted": False, "failed": ["fine-tune"],
                         "reason": failure}
         else:
-            decision = stages.run(f"guards r{r}", functools.partial(
-                evaluate_guards, current_net, new_net, heldout=held_bags, synthetic=val_bags,
+            decision, new_net = stages.run(f"guards r{r}", functools.partial(
+                _judge, current_net, new_net, heldout=held_bags, synthetic=val_bags,
                 dry=dry_bags, cfg=cfg))
             decision["round"] = r
             decision["train_seconds"] = round(budget, 1)
+            if decision["accepted"] and decision["blend"] < 1.0:
+                result = rdir / "blend" / "accepted"
+                save_checkpoint(new_net, result, {"blend": decision["blend"]})
         rounds.append(decision)
         report.rounds = rounds
         _print_round(decision, echo)
@@ -570,6 +630,11 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
         g = rounds[n_acc - 1]["guards"]["heldout"]
         reason = (f"{n_acc} round(s) accepted; held-out re-rained PSNR "
                   f"{rounds[0]['guards']['heldout']['start_db']:.2f} -> {g['new_db']:.2f} dB")
+        blends = [d["blend"] for d in rounds[:n_acc] if d.get("blend", 1.0) < 1.0]
+        if blends:
+            reason += (f" (weights blended with the start at "
+                       f"{', '.join(f'{b:g}' for b in blends)}: the full fine-tune failed a "
+                       f"guard)")
         if n_acc < len(rounds):
             reason += f"; round {n_acc} refused ({_why(rounds[n_acc])}), its weights dropped"
     else:
@@ -592,7 +657,9 @@ def _print_round(d: dict[str, Any], echo: Callable[[str], None]) -> None:
     if "guards" not in d:
         echo(f"round {d['round']}: refused: {d.get('reason')}")
         return
-    echo(f"round {d['round']}: {'accepted' if d['accepted'] else 'REFUSED'}")
+    blend = d.get("blend", 1.0)
+    how = "" if blend == 1.0 else f" (blend {blend:g} of the fine-tune)"
+    echo(f"round {d['round']}: {'accepted' if d['accepted'] else 'REFUSED'}{how}")
     echo(f"  {'guard':10s} {'start dB':>9s} {'new dB':>9s} {'change':>8s}  passed  rule")
     for name, g in d["guards"].items():
         echo(f"  {name:10s} {g['start_db']:9.2f} {g['new_db']:9.2f} "
