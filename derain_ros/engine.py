@@ -362,14 +362,12 @@ class DerainEngine:
         return path, config, checkpoint_contract(info, str(description))
 
     def _lazy_net(self, path: Path) -> Any:
-        """A zero-argument loader of the checkpoint's network (called only to export)."""
-        def load() -> DerainNet:
-            from derain_ros.model import load_checkpoint
+        """The checkpoint as the runners' network loader: a graph it lacks is exported
+        in a child process (:class:`~derain_ros.runtime.cache.CheckpointExport`), so
+        this process stays without torch (no stalled callbacks around a swap)."""
+        from derain_ros.runtime.cache import CheckpointExport
 
-            _log.info("loading %s with torch to export its graph", path)
-            return self._prepare(load_checkpoint(path))
-
-        return load
+        return CheckpointExport(Path(path))
 
     def _load(self, model: DerainNet | str | Path, in_chans: int,
               allow_random: bool) -> DerainNet:
@@ -540,18 +538,11 @@ class DerainEngine:
             self.swaps += 1
         _log.info("switched to checkpoint %s (%s)", path, net.config.name)
 
-    def _swap_without_torch(self, path: Path) -> None:
-        """:meth:`swap_checkpoint` for an engine running onnxruntime without torch.
-
-        The checkpoint's JSON (contract, configuration), its weights file (size, SHA-256,
-        a readable safetensors header) and the same refusals as the torch path; then the
-        runner for the new weights at the running frame size (its graph from the cache,
-        or exported, which loads the network with torch and checks every tensor name and
-        shape) must give finite output on a random clip. Why: importing torch for a swap
-        stalls the node's callbacks for seconds (frames lost around the swap) and brings
-        ~250 MB back into a process that did without.
-        """
-        from derain_ros.model.checkpoint_info import CheckpointCorruptError, checkpoint_paths
+    def _validate_light(self, path: Path) -> tuple[dict[str, Any], ModelConfig, InputContract]:
+        """The torch-free checks of a swap: the checkpoint's JSON (contract,
+        configuration), its weights file (size, SHA-256, a readable safetensors header),
+        the frames it takes and the arrangement asked for. Counts a failure."""
+        from derain_ros.model.checkpoint_info import checkpoint_paths
 
         try:
             info = read_checkpoint_info(path)
@@ -575,11 +566,54 @@ class DerainEngine:
         except ConfigError as err:
             self.swap_failures += 1
             raise CheckpointError(str(err)) from err
+        return info, config, contract
+
+    def _running_size(self) -> tuple[int, int]:
+        with self._lock:
+            last = self._history[-1].frame if self._history else None
+        return (32, 32) if last is None else (int(last.shape[-2]), int(last.shape[-1]))
+
+    def swap_needs_export(self, path: str | Path) -> bool:
+        """Whether :meth:`swap_checkpoint` to ``path`` would first export a graph.
+
+        True only for an engine running onnxruntime without torch whose cache lacks the
+        new weights' graph at the running frame size: the export then takes seconds (in
+        a child process), and a caller with a stream to serve (the node) validates with
+        :meth:`validate_checkpoint` and swaps off its callback thread. An unreadable
+        description gives False (the swap itself then says why).
+        """
+        if self._net is not None or not isinstance(self._runner, OnnxRuntimeRunner):
+            return False
+        from derain_ros.runtime.cache import CacheKey, has_graph, spec_from_checkpoint
+
         try:
-            with self._lock:
-                last = self._history[-1].frame if self._history else None
-            height, width = (32, 32) if last is None else (int(last.shape[-2]),
-                                                         int(last.shape[-1]))
+            spec, sha = spec_from_checkpoint(path)
+        except ConfigError:
+            return False
+        height, width = self._running_size()
+        key = CacheKey(spec, sha, height, width, self._runner.opset)
+        return not has_graph(self._runner.cache_dir, key)
+
+    def validate_checkpoint(self, path: str | Path) -> None:
+        """The checks of a swap that need neither torch nor a graph (see
+        :meth:`_validate_light`); raises :class:`CheckpointError` and counts a failure."""
+        self._validate_light(Path(path))
+
+    def _swap_without_torch(self, path: Path) -> None:
+        """:meth:`swap_checkpoint` for an engine running onnxruntime without torch.
+
+        :meth:`_validate_light`'s checks; then the runner for the new weights at the
+        running frame size (its graph from the cache, or exported in a child process,
+        which loads the network with torch and checks every tensor name and shape) must
+        give finite output on a random clip. Why: importing torch for a swap stalls the
+        node's callbacks for seconds (frames lost around the swap) and brings ~250 MB
+        back into a process that did without.
+        """
+        from derain_ros.model.checkpoint_info import CheckpointCorruptError
+
+        info, config, contract = self._validate_light(path)
+        try:
+            height, width = self._running_size()
             runner = self._make_runner(self._lazy_net(path), str(info["weights_sha256"]),
                                        (height, width), spec=config)
             rng = np.random.default_rng(0)

@@ -617,6 +617,10 @@ class DerainCore:
         self.duplicate_name = False
         self._name_checked_ns = 0
         self._pending_model: str | None = None  # `model` to show after a swap
+        # a swap whose graph is exported first (seconds, in a child process) runs on a
+        # thread of its own, so the callbacks keep serving the stream meanwhile
+        self._swap_thread: threading.Thread | None = None
+        self._revert_checkpoint: str | None = None  # set back after a failed one
         self._infos: collections.OrderedDict[int, Any] = collections.OrderedDict()
         self._info_lock = threading.Lock()
         self.camera_frame_id = ""  # the input camera's frame_id: the diagnostics' hardware_id
@@ -888,14 +892,42 @@ class DerainCore:
             windows = self.sync.poll()
         self._enqueue(windows)
         self.cost.charge(c0, w0)
+        if self._revert_checkpoint is not None:
+            self._show_checkpoint(self._revert_checkpoint)
         if self._pending_model is not None:
             self._show_model(self._pending_model)
         if self._optional_dirty:
             self._sync_optional()
 
+    def _show_checkpoint(self, path: str) -> None:
+        """Set ``checkpoint`` back to what runs after a background swap failed (the
+        parameter said the new file while its graph was exported)."""
+        self._revert_checkpoint = None
+        self.config = dataclasses.replace(self.config, checkpoint=path)
+        result = self._set_parameters_atomically_common([Parameter("checkpoint", value=path)])
+        if not result.successful:
+            self.get_logger().warning(f"cannot set checkpoint back to {path!r}: "
+                                      f"{result.reason}")
+
+    def _swap_in_background(self, path: str, previous: str) -> None:
+        """The thread of a swap that exports a graph first (see ``_on_set_parameters``)."""
+        engine = self._engine()
+        try:
+            engine.swap_checkpoint(path)
+        except DerainError as err:
+            self._problem("checkpoint_swap_failed", self.errors,
+                          f"{err} (still running {engine.source})")
+            self._revert_checkpoint = previous
+            return
+        self.get_logger().info(f"switched to checkpoint {path}")
+        running = engine.model_name.removesuffix(" (random weights)")
+        if running != self.config.model:
+            self._pending_model = running  # the poll timer shows it (executor thread)
+
     def _show_model(self, name: str) -> None:
         """Set the read-only ``model`` parameter to the network now running."""
         self._pending_model = None
+        self.config = dataclasses.replace(self.config, model=name)
         result = self._set_parameters_atomically_common(
             [Parameter("model", value=name)],
             descriptors={"model": self.describe_parameter("model")})  # read-only kept
@@ -1004,21 +1036,42 @@ class DerainCore:
             self.config = candidate
             return SetParametersResult(successful=True)
         if new_ckpt is not None and new_ckpt != self.config.checkpoint:
+            if self._swap_thread is not None and self._swap_thread.is_alive():
+                return SetParametersResult(
+                    successful=False, reason="a checkpoint swap is still being prepared; "
+                    "set checkpoint again once /diagnostics shows checkpoint_swap_pending "
+                    "False")
             path = new_ckpt
             if not path:
                 path = str(default_checkpoint_path(candidate.model, candidate.in_chans))
+            background = False
             try:
-                self.engine.swap_checkpoint(path)
+                background = self.engine.swap_needs_export(path)
+                if background:
+                    # the checks that need no graph now (a bad file is refused here);
+                    # the export and the swap on a thread: the stream goes on meanwhile
+                    self.engine.validate_checkpoint(path)
+                else:
+                    self.engine.swap_checkpoint(path)
             except DerainError as err:
                 self._problem("checkpoint_swap_failed", self.errors, str(err))
                 return SetParametersResult(
                     successful=False,
                     reason=f"checkpoint refused, still running {self.engine.source}: {err}")
-            self.get_logger().info(f"switched to checkpoint {path}")
-            running = self.engine.model_name.removesuffix(" (random weights)")
-            candidate = dataclasses.replace(candidate, model=running)
-            if running != self.config.model:
-                self._pending_model = running  # shown once this callback returns
+            if background:
+                self._swap_thread = threading.Thread(
+                    target=self._swap_in_background, args=(path, self.config.checkpoint),
+                    name="checkpoint_swap", daemon=True)
+                self._swap_thread.start()
+                self.get_logger().info(
+                    f"checkpoint {path}: exporting its graph in a child process; "
+                    f"{self.engine.source} runs until it is ready")
+            else:
+                self.get_logger().info(f"switched to checkpoint {path}")
+                running = self.engine.model_name.removesuffix(" (random weights)")
+                candidate = dataclasses.replace(candidate, model=running)
+                if running != self.config.model:
+                    self._pending_model = running  # shown once this callback returns
         if candidate.drop_policy != self.config.drop_policy:
             self.handover.set_policy(candidate.drop_policy, candidate.block_queue_depth)
         self.engine.want_rain = candidate.publish_rain_layer
@@ -1060,6 +1113,8 @@ class DerainCore:
             "random_weights": engine.random_weights,
             "checkpoint_swaps": engine.swaps,
             "checkpoint_swap_failures": engine.swap_failures,
+            "checkpoint_swap_pending": (self._swap_thread is not None
+                                        and self._swap_thread.is_alive()),
             **engine.int8_status(),  # int8_state, int8_failures, ... (dtype int8)
             "last_problem": self.last_problem,
         }

@@ -63,6 +63,27 @@ def test_frame_list_source_plays_the_given_frames(tmp_path) -> None:
         assert np.abs(f.clean - ref).max() <= 1.0 / 255 + 1e-3
 
 
+def test_rerained_night_keeps_the_derained_scene(tmp_path) -> None:
+    """Frames derained from a night recording are already dark: re-raining them with the
+    night family adds lit rain and glare but must not darken them (and light lamps) again."""
+    from derain_ros.sim import SynthConfig, synthesize_clip
+    from derain_ros.sim.sources import save_frames
+
+    rng = np.random.default_rng(1)
+    frames = [np.clip(0.5 + 0.1 * rng.standard_normal((H, W, 3)), 0, 1).astype(np.float32)
+              for _ in range(4)]
+    npy = save_frames(tmp_path / "derained.npy", frames)
+
+    def clean_means(applied: bool) -> float:
+        cfg = SynthConfig(source=f"frames:{npy}", family="night", family_intensity=0.5,
+                          rain="random", scene_applied=applied, seed=2, threads=1)
+        return float(np.mean([f.clean.mean() for f in synthesize_clip(cfg)]))
+
+    source = float(np.mean([f.mean() for f in frames]))
+    assert abs(clean_means(True) - source) < 2.0 / 255  # the scene as it came
+    assert clean_means(False) < 0.6 * source  # a fresh night darkens it
+
+
 @pytest.mark.parametrize("intensity", [0.3, 0.6])
 def test_calibration_recovers_the_intensity_of_a_synthetic_bag(tmp_path, intensity) -> None:
     from derain_ros.sim.sources import save_frames

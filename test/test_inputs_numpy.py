@@ -174,7 +174,7 @@ _NO_TORCH = textwrap.dedent("""
     from derain_ros.records import EventBatch, TriggerBatch
     from derain_ros.sync import FrameImage, FrameWindow
 
-    ckpt, cache = sys.argv[1], sys.argv[2]
+    ckpt, cache, other = sys.argv[1], sys.argv[2], sys.argv[3]
     engine = DerainEngine(ckpt, device="auto", backend="auto", cache_dir=cache,
                           want_events_image=True)
     engine.warm_up(32, 40)
@@ -190,7 +190,8 @@ _NO_TORCH = textwrap.dedent("""
                         TriggerBatch.empty(), t1, "cam")
         r = engine.process(w)
         out.append(float(r.derained.mean()))
-    engine.swap_checkpoint(ckpt)  # a swap at the running size (graph cached): no torch
+    # a swap to weights whose graph is not cached yet: a child process exports it
+    engine.swap_checkpoint(other)
     r = engine.process(w)
     out.append(float(r.derained.mean()))
     # dtype int8: calibrating, quantising (onnxruntime.quantization) and the guard, too
@@ -200,7 +201,9 @@ _NO_TORCH = textwrap.dedent("""
     int8.process(w)
     int8._runner.wait(120)
     int8.process(w)
+    from derain_ros.runtime import export_count
     print(json.dumps({"torch": "torch" in sys.modules, "cv2": "cv2" in sys.modules,
+                      "exports": export_count(),
                       "backend": engine.backend_name,
                       "swaps": engine.swaps, "int8": int8.int8_status(),
                       "int8_backend": int8.backend_name,
@@ -210,20 +213,15 @@ _NO_TORCH = textwrap.dedent("""
 
 def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    from derain_ros.engine import DerainEngine
     from derain_ros.model import create_model, save_checkpoint
 
     torch.manual_seed(0)
-    net = create_model("derain_tiny").eval()
-    save_checkpoint(net, tmp_path / "tiny", {"note": "test"})
-    cache = tmp_path / "cache"
-    # This process (torch loaded) exports the graph once; the same engine computes the
-    # reference numbers.
-    ref = DerainEngine(str(tmp_path / "tiny"), device="cpu", backend="onnxruntime",
-                       cache_dir=cache)
-    ref.warm_up(32, 40)
+    save_checkpoint(create_model("derain_tiny").eval(), tmp_path / "tiny", {"note": "test"})
+    save_checkpoint(create_model("derain_tiny").eval(), tmp_path / "other", {"note": "test"})
+    cache = tmp_path / "cache"  # empty: every graph is exported, by child processes
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(tmp_path / "tiny"), str(cache)],
+    proc = subprocess.run([sys.executable, "-c", _NO_TORCH, str(tmp_path / "tiny"), str(cache),
+                           str(tmp_path / "other")],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -233,6 +231,8 @@ def test_cpu_engine_on_onnxruntime_never_imports_torch(tmp_path: Path) -> None:
     # rgb8 frames need no colour conversion: OpenCV stays out of the process (17 MB)
     assert result["cv2"] is False, "an rgb8 stream imported OpenCV"
     assert result["swaps"] == 1
+    assert result["exports"] == 2, "the start's graph and the swap's, each by a child process"
+    assert len({g.parent for g in (cache / "onnx").glob("*/*.onnx")}) == 2  # both weights
     assert result["int8"]["int8_calibrations"] == 1, result["int8"]
     assert result["int8_backend"].endswith("/int8")
     assert all(0.0 <= m <= 1.0 for m in result["means"])

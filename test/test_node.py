@@ -406,6 +406,20 @@ def test_newest_policy_drops_stale_frames_and_keeps_the_last(rig: Rig, node_proc
     alive(rig, node_proc)
 
 
+def get_param(rig: Rig, name: str, node: str | None = None) -> object:
+    """A string parameter of the node (``node``: its name, default this module's)."""
+    from rcl_interfaces.srv import GetParameters
+
+    client = rig.node.create_client(GetParameters, f"/{node or NODE}/get_parameters")
+    try:
+        assert client.wait_for_service(timeout_sec=10)
+        future = client.call_async(GetParameters.Request(names=[name]))
+        assert rig.spin_until(future.done, 10)
+        return future.result().values[0].string_value
+    finally:
+        rig.node.destroy_client(client)
+
+
 def _set_param(rig: Rig, name: str, value: object) -> object:
     from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
     from rcl_interfaces.srv import SetParameters
@@ -424,6 +438,15 @@ def _set_param(rig: Rig, name: str, value: object) -> object:
         return future.result().results[0]
     finally:
         rig.node.destroy_client(client)
+
+
+def stream_until_swapped(rig: Rig, swaps: int, stamps: list[int], limit: int = 400) -> None:
+    """Stream frames (their stamps appended to ``stamps``) until /diagnostics counts
+    ``swaps`` checkpoint swaps: new weights swap in once a child process has exported
+    their graph, seconds after the parameter was set."""
+    while rig.diag().get("checkpoint_swaps") != str(swaps):
+        stamps += rig.step(1, pause=0.15)
+        assert len(stamps) < limit, "the swap never landed"
 
 
 def test_checkpoint_swap_corrupt_is_refused_valid_is_taken(rig: Rig, node_proc, tmp_path) -> None:
@@ -450,11 +473,43 @@ def test_checkpoint_swap_corrupt_is_refused_valid_is_taken(rig: Rig, node_proc, 
     stamps = rig.step(2)
     result = _set_param(rig, "checkpoint", str(good.with_suffix(".safetensors")))
     assert result.successful, result.reason
+    stream_until_swapped(rig, 1, stamps)
     stamps += rig.step(3)
     assert rig.wait_outputs(stamps[:-1])
     d = rig.diag()
     assert d["checkpoint_swaps"] == "1" and d["random_weights"] == "False"
     assert d["checkpoint"].endswith("tuned.safetensors")
+
+
+def test_a_swap_that_fails_in_its_export_is_counted_and_set_back(rig: Rig, node_proc,
+                                                                  tmp_path) -> None:
+    """Weights whose file and JSON agree (so the quick checks pass and the parameter is
+    set) but lack a tensor: the child process's strict load refuses them, the node counts
+    and logs the failure, sets ``checkpoint`` back and streams on with the old weights."""
+    from derain_ros.model import create_model
+    from derain_ros.model.checkpoint import write_checkpoint
+
+    net = create_model("derain_tiny")
+    tensors = dict(net.state_dict())
+    tensors.pop(sorted(tensors)[0])
+    partial = tmp_path / "partial"
+    write_checkpoint(tensors, net.config, partial)
+    before = rig.diag()
+    stamps = rig.step(2)
+    result = _set_param(rig, "checkpoint", str(partial.with_suffix(".safetensors")))
+    assert result.successful, result.reason  # accepted for the export ...
+    failures = int(before["checkpoint_swap_failures"]) + 1
+    while int(rig.diag()["checkpoint_swap_failures"]) < failures:  # ... which fails
+        stamps += rig.step(1, pause=0.15)
+        assert len(stamps) < 400, "the failed swap was never counted"
+    stamps += rig.step(3)
+    assert rig.wait_outputs(stamps[:-1])
+    d = rig.diag()
+    assert d["checkpoint"] == before["checkpoint"] and d["checkpoint_swaps"] == \
+        before["checkpoint_swaps"] and d["checkpoint_swap_pending"] == "False"
+    assert "checkpoint_swap_failed" in d["last_problem"]
+    assert rig.spin_until(lambda: get_param(rig, "checkpoint") == before["checkpoint"], 10)
+    alive(rig, node_proc)
 
 
 # ---------------------------------------------------------------- ROS 2 camera conventions

@@ -685,7 +685,7 @@ def _clip_specs(frames_npys: Sequence[Path], cand: Candidate, rec: _Recording, p
             name=f"{prefix}{i:03d}", source=f"frames:{npy}",
             family="none" if dry else cand.family, intensity=None if dry else inten,
             sensor_model=cand.sensor_model, width=rec.size[0], height=rec.size[1],
-            frames=n, seed=seed * 1000 + i, color=rec.color))
+            frames=n, seed=seed * 1000 + i, color=rec.color, scene_applied=True))
     return specs
 
 

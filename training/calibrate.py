@@ -205,12 +205,14 @@ class Candidate:
 def measure_candidate(frames_spec: str, cand: Candidate, *, n_frames: int, seed: int,
                       color: bool = True, fps: float = 30.0) -> RainStats:
     """Render ``cand``'s rain onto the frames of ``frames_spec`` (a ``frames:`` source) and
-    measure the rendered clip as a recording would be measured."""
+    measure the rendered clip as a recording would be measured. The frames are derained
+    ones: they keep the recording's scene (a night stays dark), so a family's scene change
+    is not applied again (``scene_applied``)."""
     from derain_ros.sim import SynthConfig, synthesize_clip
 
     cfg = SynthConfig(source=frames_spec, n_frames=n_frames, seed=seed, color=color, fps=fps,
                       family=cand.family, family_intensity=cand.intensity, rain="random",
-                      sensor_model=cand.sensor_model, threads=1)
+                      sensor_model=cand.sensor_model, scene_applied=True, threads=1)
     acc = StatsAccumulator()
     for f in synthesize_clip(cfg):
         h, w = f.rainy.shape[:2]

@@ -58,6 +58,8 @@ class ClipSpec:
     encoding: str = "libcaer"
     #: Camera speed over a still (px/s; None: the simulator's default, 20 px/s).
     camera_speed_px_s: float | None = None
+    #: the source already shows the family's scene change (``SynthConfig.scene_applied``)
+    scene_applied: bool = False
 
     def synth_config(self, threads: int = 1) -> Any:
         """The :class:`derain_ros.sim.SynthConfig` of this clip (family ``none``: dry)."""
@@ -69,7 +71,7 @@ class ClipSpec:
                              family="particles" if dry else self.family,
                              family_intensity=self.intensity, sensor_model=self.sensor_model,
                              encoding=self.encoding, rain=None if dry else "random",
-                             threads=threads)
+                             scene_applied=self.scene_applied, threads=threads)
         if self.camera_speed_px_s is None:
             return config
         return dataclasses.replace(config, camera_speed_px_s=self.camera_speed_px_s)

@@ -72,6 +72,7 @@ from derain_ros.runtime.cache import (
     DEFAULT_OPSET,
     EXPORT_VERSION,
     CacheKey,
+    CheckpointExport,
     ModelSpec,
     clear_cache,
     default_cache_dir,
@@ -209,8 +210,8 @@ def choose_backend(device: Any = "cpu", dtype: Any = "auto") -> tuple[str, str]:
 
 
 def _net_loader(net: Any) -> Callable[[], Any] | None:
-    if net is None:
-        return None
+    if net is None or isinstance(net, CheckpointExport):  # the latter: exports in a child
+        return net
     if callable(net) and not hasattr(net, "state_dict"):
         cached: list[Any] = []
 
@@ -404,6 +405,7 @@ __all__ = [
     "EXPORT_VERSION",
     "BackendUnavailableError",
     "CacheKey",
+    "CheckpointExport",
     "Int8Runner",
     "ModelSpec",
     "OnnxRuntimeRunner",

@@ -27,7 +27,10 @@ as present only when both exist and the JSON names the same key (a crash mid-exp
 leaves at most a stray ``.tmp`` file, never a truncated graph under the real name).
 
 No torch here: hashing an in-memory network (:func:`state_dict_sha256`) and exporting
-(:func:`ensure_onnx` when the entry is missing) import it on demand.
+(:func:`ensure_onnx` when the entry is missing) import it on demand. A checkpoint on disk
+(:class:`CheckpointExport`) is exported in a child process instead, so that the process
+that runs the graph (a node) never imports torch: the import holds its interpreter for
+seconds, which stalls the node's callbacks and loses frames around a checkpoint swap.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -59,7 +64,8 @@ _EXPORTS = [0]  # graphs exported by this process (see export_count)
 
 
 def export_count() -> int:
-    """How many ONNX graphs this process has exported so far (tests check cache reuse)."""
+    """How many ONNX graphs this process has exported so far, itself or through a child
+    process (tests check cache reuse)."""
     return _EXPORTS[0]
 
 
@@ -202,12 +208,60 @@ def _entry_valid(path: Path, key: CacheKey) -> bool:
     return recorded == key.as_dict()
 
 
+def has_graph(cache_dir: str | os.PathLike[str], key: CacheKey) -> bool:
+    """Whether the cache holds a complete entry for ``key`` (no export needed)."""
+    return _entry_valid(onnx_path(Path(cache_dir), key), key)
+
+
+@dataclass(frozen=True)
+class CheckpointExport:
+    """A checkpoint file whose graphs :func:`ensure_onnx` exports in a child process.
+
+    Passed where a network loader goes (``get_net``). The child
+    (``python -m derain_ros.runtime.export_child``) loads the checkpoint with torch
+    (checking every tensor name and shape), checks that it is the network the key
+    describes, and writes the cache entry; this process only waits (no GIL held) and
+    reads the entry. Calling the object loads the network here instead (the fallback
+    for callers that want the network itself).
+    """
+
+    checkpoint: Path
+    timeout_s: float = 900.0
+
+    def __call__(self) -> Any:
+        from derain_ros.model import load_checkpoint
+
+        return load_checkpoint(self.checkpoint)
+
+    def export(self, cache_dir: Path, key: CacheKey) -> None:
+        """Write ``key``'s entry under ``cache_dir`` from a child process.
+
+        Raises :class:`ConfigError` with the child's last output when it fails.
+        """
+        cmd = [sys.executable, "-m", "derain_ros.runtime.export_child", str(self.checkpoint),
+               str(cache_dir), json.dumps(key.as_dict())]
+        start = time.perf_counter()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=self.timeout_s,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            raise ConfigError(f"exporting {self.checkpoint} in a child process failed: "
+                              f"{err}") from err
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise ConfigError(f"exporting {self.checkpoint} at {key.width}x{key.height} "
+                              f"failed (child exit {proc.returncode}): {' | '.join(tail)}")
+        _log.info("a child process exported %s at %dx%d (%.1f s)", key.spec.name, key.width,
+                  key.height, time.perf_counter() - start)
+
+
 def ensure_onnx(cache_dir: Path, key: CacheKey,
                 get_net: Callable[[], Any] | None) -> tuple[Path, bool]:
     """The cached graph for ``key``, exporting it first when missing: ``(path, exported)``.
 
     ``get_net`` returns the network to export (called only on a miss: torch is imported
-    only then); None means "no network here", and a miss then raises :class:`ConfigError`.
+    only then); a :class:`CheckpointExport` exports in a child process (no torch here);
+    None means "no network here", and a miss then raises :class:`ConfigError`.
     """
     path = onnx_path(cache_dir, key)
     if _entry_valid(path, key):
@@ -216,6 +270,13 @@ def ensure_onnx(cache_dir: Path, key: CacheKey,
         raise ConfigError(
             f"no exported graph for {key.spec.name} at {key.width}x{key.height} in {path.parent} "
             "and no network to export one from (pass the network, or a loader for it)")
+    if isinstance(get_net, CheckpointExport):
+        get_net.export(Path(cache_dir), key)
+        if not _entry_valid(path, key):
+            raise ConfigError(f"the child process exported no graph for {key.spec.name} at "
+                              f"{key.width}x{key.height} in {path.parent}")
+        _EXPORTS[0] += 1
+        return path, True
     net = get_net()
     from derain_ros.model.export import export_onnx
 
@@ -252,11 +313,13 @@ __all__ = [
     "DEFAULT_OPSET",
     "EXPORT_VERSION",
     "CacheKey",
+    "CheckpointExport",
     "ModelSpec",
     "clear_cache",
     "default_cache_dir",
     "ensure_onnx",
     "export_count",
+    "has_graph",
     "onnx_path",
     "spec_from_checkpoint",
     "state_dict_sha256",

@@ -123,7 +123,10 @@ class SynthConfig:
     change), exactly as before families existed; every other family draws its
     parameters from the seed, at ``family_intensity`` (0 drizzle .. 1 downpour; None:
     drawn) with ``family_params`` fixed by name. ``rain=None``: no rain at all.
-    ``lens_drops`` (count): lens drops on top of any family.
+    ``lens_drops`` (count): lens drops on top of any family. ``scene_applied``: the
+    source already shows the family's change of the scene (night's dark exposure and
+    lamps), so it is not applied again: re-raining frames derained from a night
+    recording (:mod:`derain_training.adapt`), which the network leaves dark.
 
     Events: ``threshold`` C and ``threshold_sigma`` (log units), ``refractory_s``,
     ``shot_noise_hz`` and ``leak_hz`` (per pixel), ``substeps`` (sub-steps per frame
@@ -158,6 +161,7 @@ class SynthConfig:
     family_exclude: tuple[str, ...] = ()
     family_intensity: float | None = None
     family_params: Mapping[str, Any] = field(default_factory=dict)
+    scene_applied: bool = False
     lens_drops: int = 0
     threshold: float = 0.2
     threshold_sigma: float = 0.03
@@ -507,7 +511,7 @@ class _Pipeline:
         assert fam is not None  # (called for a drawn family only)
         eps = np.float32(self.config.log_eps)
         bg = np.exp(log_a * np.float32(1.0 - w) + log_b * np.float32(w)) - eps
-        clean = fam.scene(bg, s)
+        clean = bg if self.config.scene_applied else fam.scene(bg, s)
         rainy = fam.render(clean, s - half_s, s + half_s, env)
         if lens_view is not None:
             seen = lens_view.apply(np.dstack([rainy, clean]))
@@ -531,8 +535,8 @@ class _Pipeline:
             except IndexError:  # the video ended before its container said
                 log.warning("%s ended after %d frames", self.source.name, i)
                 return
-            if self.family is not None:  # night changes the clean scene itself
-                rgb_lin = self.family.scene(rgb_lin, self._seconds(t_i))
+            if self.family is not None and not self.config.scene_applied:
+                rgb_lin = self.family.scene(rgb_lin, self._seconds(t_i))  # night's
             # The drops' radiance follows the scene's mean linear luminance (rain.py).
             env = float(np.mean(rgb_lin @ _LUMA))
             view = self.lens.at(self._seconds(t_i)) if self.lens is not None else None
