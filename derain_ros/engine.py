@@ -15,11 +15,12 @@ its header), and None for the first one. A window without events (``events_missi
 event camera down) gets zero voxel grids - the frames-only fallback - and the result
 says so.
 
-Memory: with the ``onnxruntime`` back-end (``auto`` on a CPU), a checkpoint on disk and
-its graph in the runtime cache, the engine never imports torch (about 200 MB of a small
-computer's memory): the contract, configuration and weights hash come from the
-checkpoint's JSON, inputs are prepared in numpy, and the network is loaded (with torch)
-only if a graph has to be exported or a checkpoint swap validates new weights.
+Memory: with the ``onnxruntime`` back-end (``auto`` on a CPU) and a checkpoint on disk,
+the engine never imports torch (about 200 MB of a small computer's memory): the
+contract, configuration and weights hash come from the checkpoint's JSON, inputs are
+prepared in numpy, and a graph missing from the runtime cache is exported by a child
+process (:class:`~derain_ros.runtime.cache.CheckpointExport`), at start and on a
+checkpoint swap alike.
 """
 
 from __future__ import annotations
