@@ -482,7 +482,8 @@ def test_checkpoint_swap_corrupt_is_refused_valid_is_taken(rig: Rig, node_proc, 
 
 
 def test_a_swap_that_fails_in_its_export_is_counted_and_set_back(rig: Rig, node_proc,
-                                                                  tmp_path) -> None:
+                                                                  tmp_path,
+                                                                  monkeypatch) -> None:
     """Weights whose file and JSON agree (so the quick checks pass and the parameter is
     set) but lack a tensor: the child process's strict load refuses them, the node counts
     and logs the failure, sets ``checkpoint`` back and streams on with the old weights."""
@@ -510,6 +511,15 @@ def test_a_swap_that_fails_in_its_export_is_counted_and_set_back(rig: Rig, node_
     assert "checkpoint_swap_failed" in d["last_problem"]
     assert rig.spin_until(lambda: get_param(rig, "checkpoint") == before["checkpoint"], 10)
     alive(rig, node_proc)
+    # the tool's client (derain-train adapt --node) waits for that outcome and reports it
+    from derain_ros.ros.params import set_checkpoint
+
+    again = tmp_path / "partial_again"
+    write_checkpoint(tensors, net.config, again)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain(DOMAIN_ID)))
+    ok, reason = set_checkpoint(f"/{NODE}", str(again.with_suffix(".safetensors")))
+    assert not ok and "could not load the weights" in reason and "partial_again" in reason
+    assert rig.diag()["checkpoint"] == before["checkpoint"]
 
 
 # ---------------------------------------------------------------- ROS 2 camera conventions
