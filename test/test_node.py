@@ -514,11 +514,12 @@ def test_a_swap_that_fails_in_its_export_is_counted_and_set_back(rig: Rig, node_
     # the tool's client (derain-train adapt --node) waits for that outcome and reports it
     from derain_ros.ros.params import set_checkpoint
 
-    again = tmp_path / "partial_again"
-    write_checkpoint(tensors, net.config, again)
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain(DOMAIN_ID)))
-    ok, reason = set_checkpoint(f"/{NODE}", str(again.with_suffix(".safetensors")))
-    assert not ok and "could not load the weights" in reason and "partial_again" in reason
+    ok, reason = set_checkpoint(f"/{NODE}", str(partial.with_suffix(".safetensors")))
+    assert not ok and "could not load the weights" in reason, reason
+    # (the rig's queue holds statuses from while the client waited: wait for a new one)
+    assert rig.spin_until(lambda: int(rig.diag(fresh=False)["checkpoint_swap_failures"])
+                          == failures + 1, 10)
     assert rig.diag()["checkpoint"] == before["checkpoint"]
 
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import rclpy
@@ -25,15 +23,63 @@ from rclpy.executors import SingleThreadedExecutor
 __all__ = ["set_checkpoint", "set_string_parameter"]
 
 
-def set_string_parameter(node: str, name: str, value: str, *,
-                         timeout_s: float = 30.0,
-                         confirm: Callable[[Any, Any, float], tuple[bool, str]] | None = None,
-                         ) -> tuple[bool, str]:
+class _SwapFollower:
+    """Follows a node's /diagnostics around a checkpoint swap (see :func:`set_checkpoint`).
+
+    The failure count is read before the parameter call, and what arrived before it is
+    dropped, so that a message published before the swap cannot pass for its outcome.
+    """
+
+    def __init__(self, target: str, checkpoint: str, timeout_s: float) -> None:
+        self.target, self.checkpoint, self.timeout_s = target, checkpoint, timeout_s
+        self.seen: list[dict[str, str]] = []
+        self.failures_before: int | None = None
+
+    def attach(self, helper: Any) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+
+        def on_diagnostics(msg: Any) -> None:
+            for status in msg.status:
+                if status.name.split(":")[0].strip() == self.target:
+                    self.seen.append({kv.key: kv.value for kv in status.values})
+
+        helper.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+
+    def baseline(self, executor: Any, until: float) -> None:
+        """Wait (until ``until``) for one status of the node; keep its failure count."""
+        while not self.seen and time.monotonic() < until:
+            executor.spin_once(timeout_sec=0.1)
+        if self.seen:
+            self.failures_before = int(self.seen[-1].get("checkpoint_swap_failures", "0"))
+        self.seen.clear()
+
+    def outcome(self, executor: Any, deadline: float) -> tuple[bool, str]:
+        """The swap's outcome, as the node's statuses after the call tell it."""
+        target, checkpoint = self.target, self.checkpoint
+        while time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            while self.seen:
+                d = self.seen.pop(0)
+                if d.get("checkpoint_swap_pending") == "True":
+                    continue
+                if d.get("checkpoint") == checkpoint or not checkpoint:
+                    return True, f"swapped: {target} runs {d.get('checkpoint', '?')}"
+                failures = int(d.get("checkpoint_swap_failures", "0"))
+                problem = d.get("last_problem", "")
+                if (self.failures_before is not None and failures > self.failures_before
+                        and "checkpoint_swap_failed" in problem):
+                    return False, f"{target} could not load the weights: {problem}"
+        return False, (f"{target} took the parameter but did not report the swap within "
+                       f"{self.timeout_s:.0f} s (see its /diagnostics)")
+
+
+def set_string_parameter(node: str, name: str, value: str, *, timeout_s: float = 30.0,
+                         follow: _SwapFollower | None = None) -> tuple[bool, str]:
     """Set the string parameter ``name`` of the node ``node`` (``/ns/name`` or ``name``).
 
-    Returns ``(successful, reason)``: the node's own answer, or why no answer came.
-    ``confirm(helper_node, executor, deadline)``, called after a successful answer, may
-    follow up (see :func:`set_checkpoint`) and gives the final result.
+    Returns ``(successful, reason)``: the node's own answer, or why no answer came;
+    ``follow`` (:func:`set_checkpoint`) turns a successful answer into the outcome it
+    follows.
     """
     target = "/" + node.strip("/")
     context = rclpy.Context()
@@ -42,12 +88,16 @@ def set_string_parameter(node: str, name: str, value: str, *,
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(helper)
     client: Any = helper.create_client(SetParameters, f"{target}/set_parameters")
+    if follow is not None:
+        follow.attach(helper)
     try:
         deadline = time.monotonic() + timeout_s
         while not client.service_is_ready():
             if time.monotonic() > deadline:
                 return False, f"no node {target} answered within {timeout_s:.0f} s"
             executor.spin_once(timeout_sec=0.1)
+        if follow is not None:
+            follow.baseline(executor, min(deadline, time.monotonic() + 5.0))
         value_msg = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
         future = client.call_async(SetParameters.Request(
             parameters=[Parameter(name=name, value=value_msg)]))
@@ -59,8 +109,8 @@ def set_string_parameter(node: str, name: str, value: str, *,
         if answer is None:
             return False, f"{target} answered the parameter call with nothing"
         result = answer.results[0]
-        if result.successful and confirm is not None:
-            return confirm(helper, executor, deadline)
+        if result.successful and follow is not None:
+            return follow.outcome(executor, deadline)
         return bool(result.successful), str(result.reason or ("set" if result.successful
                                                                else "refused"))
     finally:
@@ -75,41 +125,10 @@ def set_checkpoint(node: str, checkpoint: str, *, timeout_s: float = 120.0
     """Point the node's ``checkpoint`` parameter at new weights and wait for the swap.
 
     Success once the node's /diagnostics show it running ``checkpoint`` with no swap
-    pending; failure when it refused the parameter, or reports a failed swap of that file
-    (its ``last_problem``) and still runs other weights; a timeout says so. ``timeout_s``
-    covers the call and the export of the new weights' graph.
+    pending; failure when it refused the parameter, or counts a new failed swap (its
+    ``last_problem`` is the reason) and still runs other weights; a timeout says so.
+    ``timeout_s`` covers the call and the export of the new weights' graph.
     """
     target = "/" + node.strip("/")
-    name = Path(checkpoint).name
-
-    def landed(helper: Any, executor: Any, deadline: float) -> tuple[bool, str]:
-        from diagnostic_msgs.msg import DiagnosticArray
-
-        seen: list[dict[str, str]] = []
-
-        def on_diagnostics(msg: Any) -> None:
-            for status in msg.status:
-                if status.name.split(":")[0].strip() == target:
-                    seen.append({kv.key: kv.value for kv in status.values})
-
-        sub = helper.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-        try:
-            while time.monotonic() < deadline:
-                executor.spin_once(timeout_sec=0.1)
-                while seen:
-                    d = seen.pop(0)
-                    if d.get("checkpoint_swap_pending") == "True":
-                        continue
-                    if d.get("checkpoint") == checkpoint or not checkpoint:
-                        running = d.get("checkpoint", "?")
-                        return True, f"swapped: {target} runs {running}"
-                    problem = d.get("last_problem", "")
-                    if "checkpoint_swap_failed" in problem and name in problem:
-                        return False, f"{target} could not load the weights: {problem}"
-            return False, (f"{target} took the parameter but did not report the swap within "
-                           f"{timeout_s:.0f} s (see its /diagnostics)")
-        finally:
-            helper.destroy_subscription(sub)
-
     return set_string_parameter(target, "checkpoint", checkpoint, timeout_s=timeout_s,
-                                confirm=landed)
+                                follow=_SwapFollower(target, checkpoint, timeout_s))
