@@ -125,6 +125,16 @@ def test_adapt_end_to_end_records_the_guard_decisions(recording, tmp_path) -> No
     again = adapt(recording, out, cfg=_small_cfg(), progress=False, echo=lambda _: None)
     assert again.accepted == report.accepted
     assert again.rounds[0]["guards"]["heldout"] == report.rounds[0]["guards"]["heldout"]
+    # a judging setting re-judges the same fine-tune (no new training)
+    export = next((tmp_path / "adapted.work" / "round0" / "train" / "export")
+                  .glob("*.safetensors"))
+    trained = export.stat().st_mtime_ns
+    rejudged = adapt(recording, out, cfg=_small_cfg(guard_synthetic_db=7.5), progress=False,
+                     echo=lambda _: None)
+    assert export.stat().st_mtime_ns == trained
+    assert "7.5 dB" in rejudged.rounds[0]["guards"]["synthetic"]["rule"]
+    assert (rejudged.rounds[0]["guards"]["heldout"]["start_db"]
+            == report.rounds[0]["guards"]["heldout"]["start_db"])
 
 
 def test_a_sabotaged_fine_tune_is_refused_and_the_weights_stay(recording, tmp_path) -> None:
@@ -194,8 +204,8 @@ def test_blend_weights_interpolates_floats_and_leaves_both_networks_alone() -> N
 def test_a_fine_tune_that_fails_a_guard_is_blended_back_until_one_passes(
         recording, tmp_path) -> None:
     """A fine-tune that shifts every output by 0.005 loses over 1 dB on the synthetic set
-    (light rain at 64 x 48: about 50 dB); a quarter of it loses less: the judge walks the
-    blends and accepts the first that passes."""
+    (light rain at 64 x 48: about 50 dB); a quarter of it loses less: the judge bisects
+    the blends and accepts the largest that passes."""
     import torch
 
     from derain_ros.model import load_checkpoint
@@ -206,28 +216,34 @@ def test_a_fine_tune_that_fails_a_guard_is_blended_back_until_one_passes(
         new.background_decoder.out.bias.add_(0.005)
     synthetic = _bag(tmp_path / "val.mcap", "particles", 0.5, 9, 8)
     cfg = _small_cfg(guard_heldout_db=-100.0, guard_synthetic_db=1.0,
-                     guard_dry_floor_db=0.0, blends=(0.75, 0.5, 0.25))
+                     guard_dry_floor_db=0.0, blend_steps=4)
     decision, chosen = _judge(start, new, heldout=[recording], synthetic=[synthetic],
                               dry=[recording], cfg=cfg)
     tried = decision["tried"]
     assert tried[0] == {"blend": 1.0, "failed": ["synthetic"]}
-    assert decision["accepted"] and decision["blend"] < 1.0
-    assert [t["blend"] for t in tried][-1] == decision["blend"]
-    assert all(t["failed"] for t in tried[:-1])
+    assert [t["blend"] for t in tried][:2] == [1.0, 0.5] and len(tried) == 5  # bisection
+    assert decision["accepted"] and 0.0 < decision["blend"] < 1.0
+    passed = [t["blend"] for t in tried if not t["failed"]]
+    assert decision["blend"] == max(passed)  # the largest blend that passed
+    assert all(t["failed"] for t in tried if t["blend"] > decision["blend"])
     assert decision["guards"]["synthetic"]["change_db"] >= -1.0
     expected = blend_weights(start, new, decision["blend"]).state_dict()
     assert all(torch.equal(v, expected[k]) for k, v in chosen.state_dict().items())
-    # nothing passes when even the smallest blend is too much: the fine-tune is refused
+    # nothing passes when even the blend tried is too much: the fine-tune is refused
     strict = _small_cfg(guard_heldout_db=-100.0, guard_synthetic_db=0.01,
-                        guard_dry_floor_db=0.0, blends=(0.5,))
+                        guard_dry_floor_db=0.0, blend_steps=1)
     refused, kept = _judge(start, new, heldout=[recording], synthetic=[synthetic],
                            dry=[recording], cfg=strict)
     assert not refused["accepted"] and refused["blend"] == 1.0 and kept is new
     assert [t["blend"] for t in refused["tried"]] == [1.0, 0.5]
+    # a fine-tune that fails only the held-out guard changed too little: no blend helps
+    same, _ = _judge(start, load_checkpoint(SHIPPED), heldout=[recording],
+                     synthetic=[synthetic], dry=[recording], cfg=_small_cfg())
+    assert same["failed"] == ["heldout"] and len(same["tried"]) == 1
 
 
-def test_blends_outside_zero_one_are_refused() -> None:
+def test_a_blend_search_out_of_range_is_refused() -> None:
     from derain_training.adapt import AdaptError
 
-    with pytest.raises(AdaptError, match="blends"):
-        _small_cfg(blends=(1.5,))
+    with pytest.raises(AdaptError, match="blend_steps"):
+        _small_cfg(blend_steps=-1)

@@ -23,10 +23,10 @@
    ``guard_synthetic_db``, (c) on rain-free input (the held-out derained frames, dry
    events) their output stays as close to the input as the starting weights' did
    (``PSNR(output, input)`` drops by at most ``guard_dry_db``, or stays above
-   ``guard_dry_floor_db``: no invented texture). When the fine-tune fails one, blends
-   of it with the starting weights (``blends``: ``start + alpha (new - start)``, WiSE-FT)
-   are judged in turn and the first that passes is accepted. Otherwise the starting
-   weights are kept and the failing guard is named.
+   ``guard_dry_floor_db``: no invented texture). When the fine-tune fails (b) or (c),
+   blends of it with the starting weights (``start + alpha (new - start)``, WiSE-FT) are
+   searched for the largest alpha that passes every guard (:func:`_judge`). Otherwise
+   the starting weights are kept and the failing guard is named.
 7. Optional further **rounds** (derain with the accepted weights, re-rain, fine-tune).
 
 ``--out`` always receives a usable checkpoint: the accepted weights, or the starting
@@ -85,6 +85,12 @@ _log = logging.getLogger(__name__)
 PSNR_CAP = PSNR_CAP_DB
 
 
+#: settings that only change how the fine-tune is judged: changing them re-judges the
+#: work folder's fine-tune instead of starting the adaptation over
+_JUDGING = frozenset({"blend_steps", "guard_heldout_db", "guard_synthetic_db", "guard_dry_db",
+                      "guard_dry_floor_db"})
+
+
 class AdaptError(DerainError):
     """The adaptation could not run (bad arguments, a broken work folder)."""
 
@@ -102,7 +108,7 @@ class AdaptConfig:
     all), ``sensors`` (presets tried). Fine-tune: ``minutes`` is the whole run's budget
     (the fine-tunes get ``train_share`` of it), ``steps`` an upper bound per round,
     ``lr``, ``anchor`` (L1 to the starting network's output), ``batch_size``, ``crop``.
-    ``blends``: weight interpolations tried when the fine-tuned weights fail a guard.
+    ``blend_steps``: the search for a blend when the fine-tuned weights fail a guard.
     Guards: ``guard_heldout_db`` (margin the new weights must beat the start by on
     held-out chunks), ``guard_synthetic_db``, ``guard_dry_db``, ``guard_dry_floor_db``;
     ``val_families``, ``val_scenes``, ``val_size`` (w, h), ``val_frames`` of the
@@ -131,11 +137,11 @@ class AdaptConfig:
     batch_size: int = 4
     crop: int = 96
     warmup_steps: int = 10
-    #: when the fine-tuned weights fail a guard, these blends ``start + alpha * (new -
-    #: start)`` are tried in turn (weight-space interpolation, as in WiSE-FT: most of the
-    #: gain kept, most of the forgetting undone); the first that passes every guard is
-    #: accepted. ``()``: all or nothing.
-    blends: tuple[float, ...] = (0.75, 0.5, 0.25)
+    #: when the fine-tuned weights fail guard (b) or (c), blends ``start + alpha * (new -
+    #: start)`` are judged (weight-space interpolation, as in WiSE-FT: most of the gain
+    #: kept, most of the forgetting undone): a bisection of this many steps for the
+    #: largest alpha that passes every guard (0: all or nothing)
+    blend_steps: int = 4
     #: a gain on the held-out re-rained clips under this is within their noise (the
     #: bench/adapt.py run accepted at +0.13 dB there scored -0.07 dB on the truth)
     guard_heldout_db: float = 0.15
@@ -162,8 +168,8 @@ class AdaptConfig:
             raise AdaptError(f"minutes must be > 0, got {self.minutes}")
         if self.anchor < 0:
             raise AdaptError(f"anchor must be >= 0, got {self.anchor}")
-        if any(not 0.0 < a < 1.0 for a in self.blends):
-            raise AdaptError(f"blends must lie in (0, 1), got {self.blends}")
+        if not 0 <= self.blend_steps <= 10:
+            raise AdaptError(f"blend_steps must be in [0, 10], got {self.blend_steps}")
 
 
 @dataclass
@@ -309,18 +315,26 @@ def blend_weights(start: Any, new: Any, alpha: float) -> Any:
 
 def _judge(start: Any, new: Any, *, heldout: Sequence[Path], synthetic: Sequence[Path],
            dry: Sequence[Path], cfg: AdaptConfig) -> tuple[dict[str, Any], Any]:
-    """Guards on the fine-tune, then on each of ``cfg.blends`` until one passes.
+    """Guards on the fine-tune, then a search for the largest blend that passes them.
 
-    Returns the decision (``blend``: the alpha accepted, 1.0 for the fine-tune itself;
-    ``tried``: every alpha's guards) and the network it accepted (or the fine-tune).
+    A fine-tune that fails only guard (a) changed too little to help, and a blend
+    changes less: refused as it is. One that fails (b) or (c) changed too much: blends
+    ``start + alpha (new - start)`` are bisected over alpha in (0, 1) for
+    ``cfg.blend_steps`` steps; a blend failing (b) or (c) moves the search down, one
+    failing only (a) (too little gain left) moves it up; the largest alpha that passed
+    every guard is accepted. Returns the decision (``blend``: the alpha accepted, 1.0 for
+    the fine-tune itself; ``tried``: every alpha judged, its failed guards and held-out
+    gain) and the network it accepted (or the fine-tune).
     """
     decision = evaluate_guards(start, new, heldout=heldout, synthetic=synthetic, dry=dry,
                                cfg=cfg)
     decision["blend"] = 1.0
-    tried = [{"blend": 1.0, "failed": decision["failed"]}]
+    tried: list[dict[str, Any]] = [{"blend": 1.0, "failed": decision["failed"]}]
     chosen = new
-    if not decision["accepted"]:
-        for alpha in cfg.blends:
+    if not decision["accepted"] and decision["failed"] != ["heldout"]:
+        lo, hi = 0.0, 1.0
+        for _ in range(cfg.blend_steps):
+            alpha = round((lo + hi) / 2, 4)
             mixed = blend_weights(start, new, alpha)
             d = evaluate_guards(start, mixed, heldout=heldout, synthetic=synthetic, dry=dry,
                                 cfg=cfg)
@@ -329,7 +343,10 @@ def _judge(start: Any, new: Any, *, heldout: Sequence[Path], synthetic: Sequence
             if d["accepted"]:
                 decision, chosen = d, mixed
                 decision["blend"] = alpha
-                break
+            if d["accepted"] or d["failed"] == ["heldout"]:
+                lo = alpha
+            else:
+                hi = alpha
     decision["tried"] = tried
     return decision, chosen
 
@@ -490,7 +507,8 @@ def adapt(bag: str | Path, out: str | Path, *, init: str | Path | None = None,
     start_net = load_checkpoint(init_path)
     start_info = _read_info(init_path)
     key = {"bag": str(bag.resolve()), "init_sha": _sha(init_path.with_suffix(".safetensors")),
-           "config": dataclasses.asdict(cfg), "overrides": train_overrides or {}}
+           "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _JUDGING},
+           "overrides": train_overrides or {}}
     state_file = work / "state.json"
     if state_file.exists() and json.loads(state_file.read_text()).get("key") != json.loads(
             json.dumps(key, default=str)):
