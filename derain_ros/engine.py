@@ -539,11 +539,16 @@ class DerainEngine:
             self.swaps += 1
         _log.info("switched to checkpoint %s (%s)", path, net.config.name)
 
-    def _validate_light(self, path: Path) -> tuple[dict[str, Any], ModelConfig, InputContract]:
-        """The torch-free checks of a swap: the checkpoint's JSON (contract,
-        configuration), its weights file (size, SHA-256, a readable safetensors header),
-        the frames it takes and the arrangement asked for. Counts a failure."""
+    def validate_checkpoint(self, path: str | Path
+                            ) -> tuple[dict[str, Any], ModelConfig, InputContract]:
+        """The checks of a swap that need neither torch nor a graph: the checkpoint's
+        JSON (contract, configuration), its weights file (size, SHA-256, a readable
+        safetensors header), the frames it takes and the arrangement asked for. Returns
+        its description, configuration and contract; raises :class:`CheckpointError`
+        and counts a failure."""
         from derain_ros.model.checkpoint_info import checkpoint_paths
+
+        path = Path(path)
 
         try:
             info = read_checkpoint_info(path)
@@ -595,15 +600,10 @@ class DerainEngine:
         key = CacheKey(spec, sha, height, width, self._runner.opset)
         return not has_graph(self._runner.cache_dir, key)
 
-    def validate_checkpoint(self, path: str | Path) -> None:
-        """The checks of a swap that need neither torch nor a graph (see
-        :meth:`_validate_light`); raises :class:`CheckpointError` and counts a failure."""
-        self._validate_light(Path(path))
-
     def _swap_without_torch(self, path: Path) -> None:
         """:meth:`swap_checkpoint` for an engine running onnxruntime without torch.
 
-        :meth:`_validate_light`'s checks; then the runner for the new weights at the
+        :meth:`validate_checkpoint`'s checks; then the runner for the new weights at the
         running frame size (its graph from the cache, or exported in a child process,
         which loads the network with torch and checks every tensor name and shape) must
         give finite output on a random clip. Why: importing torch for a swap stalls the
@@ -612,7 +612,7 @@ class DerainEngine:
         """
         from derain_ros.model.checkpoint_info import CheckpointCorruptError
 
-        info, config, contract = self._validate_light(path)
+        info, config, contract = self.validate_checkpoint(path)
         try:
             height, width = self._running_size()
             runner = self._make_runner(self._lazy_net(path), str(info["weights_sha256"]),

@@ -59,7 +59,7 @@ import torch
 from tqdm.auto import tqdm
 
 from derain_ros.errors import DerainError, SyncError
-from derain_ros.runtime.int8 import PSNR_CAP_DB, psnr_db
+from derain_ros.runtime.int8 import psnr_db
 from derain_training.calibrate import (
     Candidate,
     FitResult,
@@ -80,10 +80,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
-
-#: PSNR cap (dB) of one frame: identical frames score this instead of infinity.
-PSNR_CAP = PSNR_CAP_DB
-
 
 #: settings that only change how the fine-tune is judged: changing them re-judges the
 #: work folder's fine-tune instead of starting the adaptation over
@@ -268,13 +264,24 @@ def _score_set(net: Any, bags: Sequence[Path], reference: str = "clean") -> dict
             "per_bag": [p["psnr"] for p in per]}
 
 
+def _guard_scores(net: Any, heldout: Sequence[Path], synthetic: Sequence[Path],
+                  dry: Sequence[Path]) -> tuple[dict[str, Any], ...]:
+    """One network's scores on the three guard sets (held-out, synthetic, dry)."""
+    return (_score_set(net, heldout), _score_set(net, synthetic),
+            _score_set(net, dry, "input"))
+
+
 def evaluate_guards(start: Any, new: Any, *, heldout: Sequence[Path],
                     synthetic: Sequence[Path], dry: Sequence[Path],
-                    cfg: AdaptConfig) -> dict[str, Any]:
-    """The three guards of the module docstring; ``accepted`` and ``failed`` (names)."""
-    h0, h1 = _score_set(start, heldout), _score_set(new, heldout)
-    s0, s1 = _score_set(start, synthetic), _score_set(new, synthetic)
-    d0, d1 = _score_set(start, dry, "input"), _score_set(new, dry, "input")
+                    cfg: AdaptConfig,
+                    start_scores: tuple[dict[str, Any], ...] | None = None) -> dict[str, Any]:
+    """The three guards of the module docstring; ``accepted`` and ``failed`` (names).
+
+    ``start_scores``: the starting network's :func:`_guard_scores`, when already known
+    (the blend search judges several networks against the same start).
+    """
+    h0, s0, d0 = start_scores or _guard_scores(start, heldout, synthetic, dry)
+    h1, s1, d1 = _guard_scores(new, heldout, synthetic, dry)
     guards = {
         "heldout": {"start_db": h0["psnr"], "new_db": h1["psnr"], "input_db": h0["input_psnr"],
                     "gain_db": round(h1["psnr"] - h0["psnr"], 3),
@@ -326,8 +333,9 @@ def _judge(start: Any, new: Any, *, heldout: Sequence[Path], synthetic: Sequence
     the fine-tune itself; ``tried``: every alpha judged, its failed guards and held-out
     gain) and the network it accepted (or the fine-tune).
     """
-    decision = evaluate_guards(start, new, heldout=heldout, synthetic=synthetic, dry=dry,
-                               cfg=cfg)
+    sets = {"heldout": heldout, "synthetic": synthetic, "dry": dry}
+    start_scores = _guard_scores(start, heldout, synthetic, dry)  # once, for every judgement
+    decision = evaluate_guards(start, new, cfg=cfg, start_scores=start_scores, **sets)
     decision["blend"] = 1.0
     tried: list[dict[str, Any]] = [{"blend": 1.0, "failed": decision["failed"]}]
     chosen = new
@@ -336,8 +344,7 @@ def _judge(start: Any, new: Any, *, heldout: Sequence[Path], synthetic: Sequence
         for _ in range(cfg.blend_steps):
             alpha = round((lo + hi) / 2, 4)
             mixed = blend_weights(start, new, alpha)
-            d = evaluate_guards(start, mixed, heldout=heldout, synthetic=synthetic, dry=dry,
-                                cfg=cfg)
+            d = evaluate_guards(start, mixed, cfg=cfg, start_scores=start_scores, **sets)
             tried.append({"blend": alpha, "failed": d["failed"],
                           "heldout_gain_db": d["guards"]["heldout"]["gain_db"]})
             if d["accepted"]:
